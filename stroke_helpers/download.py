@@ -1,0 +1,244 @@
+"""Fetch, check and unpack ISLES 2018 archives; resolve the data folder.
+
+Modelled on nilearn's dataset fetchers:
+
+- the data folder comes from an argument, else ``$STROKE_DATA_DIR``, else ``./data``;
+- downloads go through :func:`pooch.retrieve` (checksum, temporary file, atomic move) with a
+  downloader that resumes a cut connection from the bytes already on disk (HTTP ``Range``);
+- archives are extracted into a temporary folder beside the target, every member checked to stay
+  inside it, ``__MACOSX`` junk dropped, the layout validated, and only then moved into place. A
+  wrong checksum or a failure half-way leaves nothing in the target, and an existing dataset is
+  replaced only with ``force=True``.
+
+SMIR, where the archives were first published, is closed; the organisers re-published them as
+Zenodo record 17736412, so :func:`fetch_isles2018` takes a URL and checksum or a local archive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import pooch
+import requests
+from tqdm.auto import tqdm
+
+from .isles import SPLITS, verify_dataset
+
+ENV_VAR = "STROKE_DATA_DIR"
+#: md5 of the official archives (SPEC §2), by file name.
+KNOWN_MD5 = {
+    "ISLES2018_Training.zip": "b6d16c456e173743e30a3fbdb3bd29a5",
+    "ISLES2018_Testing.zip": "932a493c105024942700fe589cd441a9",
+}
+
+
+class DownloadError(RuntimeError):
+    """A download, checksum or extraction problem; nothing was written to the target."""
+
+
+def data_dir(path: str | os.PathLike | None = None) -> Path:
+    """The data folder: ``path`` if given, else ``$STROKE_DATA_DIR``, else ``./data``."""
+    if path is not None:
+        return Path(path).expanduser()
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    return Path("data")
+
+
+def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ResumableDownloader:
+    """A pooch downloader that keeps a ``.part`` file and resumes it with HTTP ``Range``.
+
+    A cut connection is retried ``retries`` times, each time asking only for the missing bytes;
+    a server that ignores ``Range`` (answers 200) is read again from the start. The ``.part``
+    file survives a crash of the whole process, so the next call resumes too.
+    """
+
+    def __init__(self, part_dir: str | os.PathLike, retries: int = 5, timeout: float = 60, progressbar: bool = True):
+        self.part_dir = Path(part_dir)
+        self.retries = retries
+        self.timeout = timeout
+        self.progressbar = progressbar
+
+    def part_path(self, url: str) -> Path:
+        name = PurePosixPath(requests.utils.urlparse(url).path).name or "download"
+        return self.part_dir / (hashlib.sha1(url.encode()).hexdigest()[:10] + "-" + name + ".part")
+
+    def __call__(self, url: str, output_file, pooch_obj=None, check_only: bool = False):
+        if check_only:
+            return requests.head(url, timeout=self.timeout, allow_redirects=True).ok
+        part = self.part_path(url)
+        part.parent.mkdir(parents=True, exist_ok=True)
+        bar = None
+        for attempt in range(self.retries + 1):
+            have = part.stat().st_size if part.exists() else 0
+            headers = {"Range": f"bytes={have}-"} if have else {}
+            try:
+                with requests.get(url, headers=headers, stream=True, timeout=self.timeout) as r:
+                    if r.status_code == 416:  # nothing left to fetch
+                        break
+                    r.raise_for_status()
+                    if have and r.status_code != 206:
+                        have = 0  # the server ignored Range: start again
+                    total = have + int(r.headers.get("Content-Length", 0))
+                    if bar is None:
+                        bar = tqdm(total=total or None, initial=have, unit="B", unit_scale=True,
+                                   desc=part.name.split("-", 1)[1][:-5], disable=not self.progressbar)
+                    else:
+                        bar.reset(total=total or None)
+                        bar.update(have)
+                    with open(part, "ab" if have else "wb") as f:
+                        for chunk in r.iter_content(chunk_size=1 << 16):
+                            f.write(chunk)
+                            bar.update(len(chunk))
+                    if total and part.stat().st_size < total:
+                        raise requests.ConnectionError("connection closed early")
+                break
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+                if attempt == self.retries:
+                    if bar:
+                        bar.close()
+                    raise DownloadError(
+                        f"download of {url} failed after {self.retries + 1} attempts ({exc}); "
+                        f"{part} is kept and the next call resumes it"
+                    ) from exc
+                time.sleep(min(2**attempt, 10) * 0.1)
+        if bar:
+            bar.close()
+        os.replace(part, output_file)
+
+
+def download(url: str, md5: str, dest_dir: str | os.PathLike, progressbar: bool = True, retries: int = 5) -> Path:
+    """Download ``url`` into ``dest_dir`` (resumable), check its md5, and return the file.
+
+    On a checksum mismatch the file is deleted and :class:`DownloadError` raised.
+    """
+    dest_dir = Path(dest_dir)
+    downloader = ResumableDownloader(dest_dir / ".partial", retries=retries, progressbar=progressbar)
+    fname = downloader.part_path(url).name.split("-", 1)[1][: -len(".part")]
+    try:
+        path = pooch.retrieve(url, known_hash=f"md5:{md5}", fname=fname, path=dest_dir, downloader=downloader)
+    except ValueError as exc:  # pooch: hash mismatch (the downloaded file is already removed)
+        raise DownloadError(f"{url}: checksum mismatch, nothing kept ({exc})") from exc
+    return Path(path)
+
+
+def check_md5(archive: str | os.PathLike, md5: str | None = None) -> str:
+    """Verify an archive against ``md5`` or the known checksum of its name; return its md5."""
+    archive = Path(archive)
+    if not archive.is_file():
+        raise DownloadError(f"{archive}: no such archive")
+    expected = (md5 or KNOWN_MD5.get(archive.name) or "").lower()
+    actual = md5sum(archive)
+    if expected and actual != expected:
+        raise DownloadError(f"{archive}: checksum mismatch (md5 {actual}, expected {expected}); nothing extracted")
+    return actual
+
+
+def _member_target(root: Path, name: str) -> Path | None:
+    """Where a member lands under ``root``; ``None`` for junk; error if it would escape ``root``."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if parts and (parts[0] == "__MACOSX" or parts[-1].startswith("._") or parts[-1] == ".DS_Store"):
+        return None
+    target = (root / name).resolve()
+    if name.startswith(("/", "\\")) or ":" in (parts[0] if parts else "") or ".." in parts or not target.is_relative_to(root.resolve()):
+        raise DownloadError(f"refusing archive member {name!r}: it would be written outside {root}")
+    return target
+
+
+def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Extract a ``.zip`` or ``.tar[.gz]`` into ``dest``, refusing members (or links) that escape it."""
+    archive, dest = Path(archive), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            members = zf.infolist()
+            for info in members:  # check everything before writing anything
+                if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                    raise DownloadError(f"refusing archive member {info.filename!r}: symbolic link")
+                _member_target(dest, info.filename)
+            for info in tqdm(members, desc=f"extract {archive.name}", unit="file", leave=False):
+                if _member_target(dest, info.filename) is not None:
+                    zf.extract(info, dest)
+    elif tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as tf:
+            members = tf.getmembers()
+            for m in members:
+                if m.issym() or m.islnk():
+                    raise DownloadError(f"refusing archive member {m.name!r}: link")
+                _member_target(dest, m.name)
+            keep = [m for m in members if _member_target(dest, m.name) is not None]
+            tf.extractall(dest, members=keep, filter="data")
+    else:
+        raise DownloadError(f"{archive}: not a zip or tar archive (corrupt or incomplete download?)")
+    return dest
+
+
+def _find_splits(root: Path) -> dict[str, Path]:
+    found = {}
+    for depth in ("*", "*/*"):
+        for p in root.glob(depth):
+            if p.is_dir() and p.name in SPLITS and p.name not in found:
+                found[p.name] = p
+    return found
+
+
+def install_archive(archive: str | os.PathLike, out: str | os.PathLike, md5: str | None = None, force: bool = False) -> list[str]:
+    """Check, extract and validate an ISLES 2018 archive into ``out`` (``out/TRAINING`` etc.).
+
+    Returns the splits installed. Raises :class:`DownloadError` with nothing changed in ``out``
+    on a bad checksum, an unsafe member, a layout without ``TRAINING/``/``TESTING/`` or a split
+    that already exists (unless ``force``).
+    """
+    archive, out = Path(archive), Path(out)
+    check_md5(archive, md5)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".extract-", dir=out) as tmp:
+        safe_extract(archive, tmp)
+        splits = _find_splits(Path(tmp))
+        if not splits:
+            raise DownloadError(f"{archive}: no TRAINING/ or TESTING/ folder inside; not an ISLES 2018 archive")
+        _, problems = verify_dataset(next(iter(splits.values())).parent, splits=tuple(splits))
+        if problems:
+            raise DownloadError(f"{archive}: the extracted data has problems:\n  " + "\n  ".join(problems))
+        existing = [s for s in splits if (out / s).exists()]
+        if existing and not force:
+            raise DownloadError(f"{out}: {', '.join(existing)} already exists; pass --force to replace it")
+        for split, src in splits.items():
+            if (out / split).exists():
+                shutil.rmtree(out / split)
+            os.replace(src, out / split)
+    return sorted(splits)
+
+
+def fetch_isles2018(
+    out: str | os.PathLike,
+    archive: str | os.PathLike | None = None,
+    url: str | None = None,
+    md5: str | None = None,
+    force: bool = False,
+    progressbar: bool = True,
+) -> list[str]:
+    """Install ISLES 2018 into ``out`` from a local ``archive`` or a ``url`` (with its ``md5``)."""
+    if (archive is None) == (url is None):
+        raise DownloadError("give exactly one of an archive path or a URL")
+    out = Path(out)
+    if url is not None:
+        if not md5:
+            raise DownloadError("a download needs its md5 checksum (--md5)")
+        archive = download(url, md5, out / "downloads", progressbar=progressbar)
+    return install_archive(archive, out, md5=md5, force=force)
