@@ -188,7 +188,8 @@ def bolus_arrival(mean_curve: np.ndarray, fraction: float = 0.1) -> int:
 
 def baseline_frames(series: np.ndarray, mask: np.ndarray) -> int:
     """Number of pre-bolus frames to average as the baseline (at least 1)."""
-    return max(bolus_arrival(series[mask].mean(axis=0)) - 1, 1)
+    mean_curve = np.einsum("xyz,xyzt->t", mask.astype(np.float32), series, dtype=np.float64) / max(mask.sum(), 1)
+    return max(bolus_arrival(mean_curve) - 1, 1)
 
 
 def select_aif(series: np.ndarray, mask: np.ndarray, n_voxels: int = 8, n_baseline: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -201,18 +202,32 @@ def select_aif(series: np.ndarray, mask: np.ndarray, n_voxels: int = 8, n_baseli
     baseline-subtracted AIF ``(T,)`` and the boolean map of voxels used.
     """
     n_baseline = n_baseline or baseline_frames(series, mask)
-    curves = series[mask].astype(np.float32)
+    raw = series[mask]
+    rise = raw.max(axis=1).astype(np.float32) - raw[:, :n_baseline].mean(axis=1)
+    keep = np.flatnonzero(rise >= 0.25 * rise.max())  # cheap pre-selection of bright voxels
+    curves = raw[keep].astype(np.float32)
     curves -= curves[:, :n_baseline].mean(axis=1, keepdims=True)
     smooth = ndimage.uniform_filter1d(curves, 3, axis=1)
     peak = smooth.max(axis=1)
-    candidates = np.flatnonzero(peak >= 0.5 * np.quantile(peak, 0.9999))
+    candidates = np.flatnonzero(peak >= 0.5 * peak.max())
     ttp = smooth[candidates].argmax(axis=1)
     early = candidates[ttp <= ttp.min() + 2]
     width = np.clip(smooth[early], 0, None).sum(axis=1) / np.maximum(peak[early], 1e-6)
     chosen = early[np.argsort(width)[:n_voxels]]
     used = np.zeros(mask.shape, bool)
-    used[tuple(np.argwhere(mask)[chosen].T)] = True
+    used[tuple(np.argwhere(mask)[keep[chosen]].T)] = True
     return curves[chosen].mean(axis=0), used
+
+
+def bounding_box(mask2d: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
+    """In-plane slices of the smallest box holding ``mask2d``, grown by ``margin`` voxels."""
+    if not mask2d.any():
+        return (slice(0, 0), slice(0, 0))
+    box = []
+    for axis in (1, 0):
+        idx = np.flatnonzero(mask2d.any(axis=axis))
+        box.append(slice(max(idx[0] - margin, 0), min(idx[-1] + margin + 1, mask2d.shape[1 - axis])))
+    return tuple(box)
 
 
 def compute_maps(
@@ -247,11 +262,12 @@ def compute_maps(
     out = {k: np.zeros(mask.shape, np.float32) for k in ("CBF", "CBV", "MTT", "Tmax")}
     scale = K_H / RHO * 6000.0
     n = series.shape[-1]
+    box = bounding_box(mask.any(axis=2), margin=int(3 * smooth_sigma) + 1)
     for z in range(series.shape[2]):
-        m = mask[:, :, z]
+        m = mask[box + (z,)]
         if not m.any():
             continue
-        s = series[:, :, z].astype(np.float32)
+        s = series[box + (z,)].astype(np.float32)
         s = s - s[..., :n_base].mean(axis=-1, keepdims=True)
         area = s[m].sum(axis=1) * dt
         if smooth_sigma or temporal_sigma:
@@ -269,10 +285,10 @@ def compute_maps(
         tmax = np.where(k >= n, k - r.shape[1], k) + np.clip(offset, -0.5, 0.5)
         cbf = np.clip(rmax * scale, 0, None)
         cbv = np.clip(K_H / RHO * 100.0 * area / aif_area, 0, None)
-        out["CBF"][:, :, z][m] = cbf
-        out["CBV"][:, :, z][m] = cbv
-        out["MTT"][:, :, z][m] = np.where(cbf > 1e-3, 60.0 * cbv / np.maximum(cbf, 1e-3), 0.0)
-        out["Tmax"][:, :, z][m] = np.clip(tmax * dt, 0, None)
+        out["CBF"][box + (z,)][m] = cbf
+        out["CBV"][box + (z,)][m] = cbv
+        out["MTT"][box + (z,)][m] = np.where(cbf > 1e-3, 60.0 * cbv / np.maximum(cbf, 1e-3), 0.0)
+        out["Tmax"][box + (z,)][m] = np.clip(tmax * dt, 0, None)
     return PerfusionMaps(**out), aif.astype(np.float32)
 
 

@@ -356,18 +356,32 @@ def simulate_patient(seed: int, slabs: list[int], config: PhantomConfig) -> list
     vof = perfusion.tissue_curve(t_fine, aif_fine, 6000 * perfusion.K_H / perfusion.RHO, 1.0, 4.0, 2.0)
     vof = np.interp(t_frames, t_fine, vof) * 1.1
 
-    # the 4D series: tissue mix + vessels + baseline + noise
-    brain_idx = np.nonzero(wsum > 0.01)
-    w_matrix = np.stack([weights[k][brain_idx] for k in keys], axis=1)
-    enh = np.zeros(f_gm.shape + (n_frames,), np.float32)
-    enh[brain_idx] = w_matrix @ table
+    # the 4D series, slice by slice (reused buffers): tissue mix + vessels + baseline + noise
+    keys_w = np.stack([weights[k] for k in keys], axis=-1)  # (X, Y, Z, 6)
     aif_frames = np.interp(t_frames, t_fine, aif_fine).astype(np.float32)
-    enh = enh * (1 - artery[..., None]) + artery[..., None] * aif_frames
-    enh[sinus] = vof
-    series = ct[..., None] + enh
-    if config.noise_hu:
-        series += correlated_noise(rng, series.shape, config.noise_hu, config.noise_sigma)
-    series = np.clip(np.rint(series), -1024, 3071).astype(np.int16)
+    vof = vof.astype(np.float32)
+    series = np.empty(f_gm.shape + (n_frames,), np.int16)
+    buf = np.empty(f_gm.shape[:2] + (n_frames,), np.float32)
+    hbox = perfusion.bounding_box(anat["head"].any(axis=2), margin=3)
+    noise = np.empty(buf[hbox].shape, np.float32)
+    for z in range(total):
+        buf[:] = ct[:, :, z, None]
+        tis = np.nonzero(wsum[:, :, z] > 0.01)
+        buf[tis] += keys_w[:, :, z][tis] @ table
+        art = np.nonzero(artery[:, :, z])
+        a = artery[:, :, z][art][:, None]
+        base = ct[:, :, z][art][:, None]
+        buf[art] = base + (buf[art] - base) * (1 - a) + a * aif_frames
+        buf[sinus[:, :, z]] += vof
+        if config.noise_hu:  # the background outside the head stays constant, as in the real files
+            rng.standard_normal(out=noise, dtype=np.float32)
+            noise *= np.float32(config.noise_hu)
+            ndimage.gaussian_filter(noise, (config.noise_sigma, config.noise_sigma, 0), output=noise, truncate=3.0)
+            noise *= anat["head"][hbox + (z, None)]
+            buf[hbox] += noise
+        np.rint(buf, out=buf)
+        np.clip(buf, -1024, 3071, out=buf)
+        series[:, :, z] = buf
     if config.ct_noise_hu:
         ct = ct + rng.normal(0, config.ct_noise_hu, ct.shape).astype(np.float32) * anat["head"]
 
