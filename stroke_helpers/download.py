@@ -96,8 +96,14 @@ class ResumableDownloader:
                         have = 0  # the server ignored Range: start again
                     total = have + int(r.headers.get("Content-Length", 0))
                     if bar is None:
-                        bar = tqdm(total=total or None, initial=have, unit="B", unit_scale=True,
-                                   desc=part.name.split("-", 1)[1][:-5], disable=not self.progressbar)
+                        bar = tqdm(
+                            total=total or None,
+                            initial=have,
+                            unit="B",
+                            unit_scale=True,
+                            desc=part.name.split("-", 1)[1][:-5],
+                            disable=not self.progressbar,
+                        )
                     else:
                         bar.reset(total=total or None)
                         bar.update(have)
@@ -155,7 +161,12 @@ def _member_target(root: Path, name: str) -> Path | None:
     if parts and (parts[0] == "__MACOSX" or parts[-1].startswith("._") or parts[-1] == ".DS_Store"):
         return None
     target = (root / name).resolve()
-    if name.startswith(("/", "\\")) or ":" in (parts[0] if parts else "") or ".." in parts or not target.is_relative_to(root.resolve()):
+    if (
+        name.startswith(("/", "\\"))
+        or ":" in (parts[0] if parts else "")
+        or ".." in parts
+        or not target.is_relative_to(root.resolve())
+    ):
         raise DownloadError(f"refusing archive member {name!r}: it would be written outside {root}")
     return target
 
@@ -197,7 +208,9 @@ def _find_splits(root: Path) -> dict[str, Path]:
     return found
 
 
-def install_archive(archive: str | os.PathLike, out: str | os.PathLike, md5: str | None = None, force: bool = False) -> list[str]:
+def install_archive(
+    archive: str | os.PathLike, out: str | os.PathLike, md5: str | None = None, force: bool = False
+) -> list[str]:
     """Check, extract and validate an ISLES 2018 archive into ``out`` (``out/TRAINING`` etc.).
 
     Returns the splits installed. Raises :class:`DownloadError` with nothing changed in ``out``

@@ -191,8 +191,7 @@ class Study:
             data = data[:, :, :, 0, :]
         if data.ndim != 4 or data.shape[:3] != self.shape:
             raise IslesError(
-                f"{self.name}: {self.files['4DPWI'].name} has shape {data.shape}, "
-                f"expected {self.shape} + (time,)"
+                f"{self.name}: {self.files['4DPWI'].name} has shape {data.shape}, expected {self.shape} + (time,)"
             )
         return data
 
@@ -297,9 +296,7 @@ def load_study(
 def load_split(root: str | Path, split: str = "TRAINING", **kwargs) -> list[Study]:
     """Every case of a split, with patient ids from ``patients.csv`` when it exists."""
     patients = read_patients(root)
-    return [
-        load_study(c, patient=patients.get(f"{split}/{c.name}"), **kwargs) for c in discover_cases(root, split)
-    ]
+    return [load_study(c, patient=patients.get(f"{split}/{c.name}"), **kwargs) for c in discover_cases(root, split)]
 
 
 # --- writing -------------------------------------------------------------------------------

@@ -180,28 +180,24 @@ class PerfusionMaps:
         return {"CBF": self.CBF, "CBV": self.CBV, "MTT": self.MTT, "Tmax": self.Tmax}
 
 
-def bolus_arrival(mean_curve: np.ndarray, fraction: float = 0.1) -> int:
-    """First frame where the (baseline-subtracted) mean curve exceeds ``fraction`` of its peak."""
-    c = mean_curve - mean_curve[:2].mean()
+def bolus_arrival(curve: np.ndarray, fraction: float = 0.1) -> int:
+    """First frame where ``curve`` (minus its first frame) exceeds ``fraction`` of its peak (>= 1)."""
+    c = np.asarray(curve, np.float64) - curve[0]
     return max(int(np.argmax(c > fraction * c.max())), 1)
 
 
-def baseline_frames(series: np.ndarray, mask: np.ndarray) -> int:
-    """Number of pre-bolus frames to average as the baseline (at least 1)."""
-    mean_curve = np.einsum("xyz,xyzt->t", mask.astype(np.float32), series, dtype=np.float64) / max(mask.sum(), 1)
-    return max(bolus_arrival(mean_curve) - 1, 1)
-
-
-def select_aif(series: np.ndarray, mask: np.ndarray, n_voxels: int = 8, n_baseline: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def select_aif(series: np.ndarray, mask: np.ndarray, n_voxels: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Pick an arterial input function automatically from a 4D series ``(X, Y, Z, T)``.
 
     Arteries enhance early, strongly and briefly. Candidates are voxels of ``mask`` whose peak
-    enhancement (on a 3-frame moving average, to ignore noise spikes) reaches half the 99.99th
-    percentile; among them keep those peaking within two frames of the earliest, then the
-    ``n_voxels`` with the narrowest bolus (area over peak), and average them. Returns the
-    baseline-subtracted AIF ``(T,)`` and the boolean map of voxels used.
+    enhancement (on a 3-frame moving average, to ignore noise spikes) reaches half the highest;
+    among them keep those peaking within two frames of the earliest and not broader (area over
+    peak) than 1.25 times the median, then the ``n_voxels`` highest (the vessel's centre, least
+    diluted by partial volume), and average them. The baseline is the mean of the frames before
+    the AIF's own arrival (the earliest in the brain). Returns the baseline-subtracted AIF
+    ``(T,)`` and the boolean map of voxels used.
     """
-    n_baseline = n_baseline or baseline_frames(series, mask)
+    n_baseline = 2  # for ranking only: arteries rise by hundreds of HU
     raw = series[mask]
     rise = raw.max(axis=1).astype(np.float32) - raw[:, :n_baseline].mean(axis=1)
     keep = np.flatnonzero(rise >= 0.25 * rise.max())  # cheap pre-selection of bright voxels
@@ -213,10 +209,12 @@ def select_aif(series: np.ndarray, mask: np.ndarray, n_voxels: int = 8, n_baseli
     ttp = smooth[candidates].argmax(axis=1)
     early = candidates[ttp <= ttp.min() + 2]
     width = np.clip(smooth[early], 0, None).sum(axis=1) / np.maximum(peak[early], 1e-6)
-    chosen = early[np.argsort(width)[:n_voxels]]
+    narrow = early[width <= 1.25 * np.median(width)]  # drop broad (venous, dispersed) curves
+    chosen = narrow[np.argsort(-peak[narrow])[:n_voxels]]  # the highest: least partial volume
     used = np.zeros(mask.shape, bool)
     used[tuple(np.argwhere(mask)[keep[chosen]].T)] = True
-    return curves[chosen].mean(axis=0), used
+    aif = raw[keep[chosen]].astype(np.float32).mean(axis=0)
+    return aif - aif[: bolus_arrival(aif, 0.05)].mean(), used
 
 
 def bounding_box(mask2d: np.ndarray, margin: int = 0) -> tuple[slice, slice]:
@@ -242,7 +240,7 @@ def compute_maps(
 ) -> tuple[PerfusionMaps, np.ndarray]:
     """Perfusion maps from a 4D series ``(X, Y, Z, T)`` in HU, within ``mask`` (0 outside).
 
-    Steps: baseline subtraction (mean of the pre-bolus frames); AIF from :func:`select_aif`
+    Steps: baseline subtraction (mean of the frames before the AIF arrives); AIF from :func:`select_aif`
     unless given (baseline-subtracted), taken before any smoothing so arteries stay sharp; light
     in-plane Gaussian smoothing of every frame (``smooth_sigma`` voxels); Gaussian smoothing in
     time (``temporal_sigma`` frames) of the tissue curves *and* the AIF — convolution commutes,
@@ -252,10 +250,10 @@ def compute_maps(
     padded period (wrapped: a tissue that leads the AIF). Returns the maps and the AIF used.
     """
     mask = mask.astype(bool)
-    n_base = baseline_frames(series, mask)
     if aif is None:
-        aif, _ = select_aif(series, mask, n_baseline=n_base)
+        aif, _ = select_aif(series, mask)
     aif = np.asarray(aif, np.float64)
+    n_base = bolus_arrival(aif, 0.05)  # frames before the earliest (arterial) arrival
     aif_area = aif.sum() * dt
     if temporal_sigma:
         aif = ndimage.gaussian_filter1d(aif, temporal_sigma, mode="nearest")

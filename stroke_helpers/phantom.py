@@ -33,6 +33,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
@@ -233,8 +234,13 @@ def ischaemia(rng, anat: dict, spacing: tuple, ot_ml: float, focus_slices=None) 
     core = _top_k(-dist / scale + 0.5 * smooth_field(rng, cand.shape, 5 / spacing[0]), hyp, n_core)
     from_core = ndimage.distance_transform_edt(~core, sampling=spacing)
     grow = _top_k(-from_core + 1.5 * smooth_field(rng, cand.shape, 4 / spacing[0]), hyp & ~core, n_ot - n_core)
-    return {"core": core, "penumbra": hyp & ~core, "ot": core | grow, "territory": TERRITORIES[territory - 1],
-            "side": "left" if side < 0 else "right"}
+    return {
+        "core": core,
+        "penumbra": hyp & ~core,
+        "ot": core | grow,
+        "territory": TERRITORIES[territory - 1],
+        "side": "left" if side < 0 else "right",
+    }
 
 
 # --- curves and volumes ---------------------------------------------------------------------
@@ -280,7 +286,7 @@ def simulate_patient(seed: int, slabs: list[int], config: PhantomConfig) -> list
     start = float(np.clip(rng.normal(12 - length / 2, 10), -22, 78 - length))
     heights = start + 5.0 * np.arange(total)
     anat = anatomy(params, heights, spacing_xy, config.size, rng)
-    ot_ml = float(np.clip(rng.lognormal(np.log(15), 1.1), 0.2, 150))
+    ot_ml = len(slabs) * float(np.clip(rng.lognormal(np.log(22), 1.0), 0.2, 150))  # a slab sees ~2/3
     les = ischaemia(rng, anat, spacing, ot_ml)
     if len(slabs) == 2:  # a second embolic focus if one slab saw nothing
         bounds = [(0, slabs[0]), (slabs[0], total)]
@@ -308,8 +314,11 @@ def simulate_patient(seed: int, slabs: list[int], config: PhantomConfig) -> list
     t_fine = np.arange(0, n_frames + 20, config.fine_step)
     t_frames = np.arange(n_frames) * config.frame_step
     aif_params = {
-        "t0": rng.uniform(3, 8), "alpha": rng.uniform(2.5, 3.5), "beta": rng.uniform(1.5, 2.5),
-        "peak": rng.uniform(280, 420), "recirculation": float(rng.choice([0, rng.uniform(0.1, 0.2)])),
+        "t0": rng.uniform(3, 8),
+        "alpha": rng.uniform(2.5, 3.5),
+        "beta": rng.uniform(1.5, 2.5),
+        "peak": rng.uniform(280, 420),
+        "recirculation": float(rng.choice([0, rng.uniform(0.1, 0.2)])),
     }
     aif_fine = perfusion.arterial_input(t_fine, **aif_params)
     table, keys, values = tissue_table(t_frames, aif_fine, t_fine, jitter)
@@ -331,8 +340,12 @@ def simulate_patient(seed: int, slabs: list[int], config: PhantomConfig) -> list
     ct[anat["brain"]] = HU["CSF"]
     ct = np.where(anat["skull"], anat["skull_hu"], ct)
     darkening = rng.uniform(2, 8)
-    tissue_hu = (f_gm * np.where(anat["deepGM"], HU["deepGM"], HU["GM"]) + f_wm * HU["WM"]
-                 + pv(anat["CSF"]) * HU["CSF"] - darkening * w_core * (f_gm + f_wm))
+    tissue_hu = (
+        f_gm * np.where(anat["deepGM"], HU["deepGM"], HU["GM"])
+        + f_wm * HU["WM"]
+        + pv(anat["CSF"]) * HU["CSF"]
+        - darkening * w_core * (f_gm + f_wm)
+    )
     inside = anat["brain"]
     ct = np.where(inside, tissue_hu, ct)
     ct = np.where(anat["head"], ndimage.gaussian_filter(ct, (0.5, 0.5, 0)), ct)
@@ -386,8 +399,12 @@ def simulate_patient(seed: int, slabs: list[int], config: PhantomConfig) -> list
         ct = ct + rng.normal(0, config.ct_noise_hu, ct.shape).astype(np.float32) * anat["head"]
 
     maps, aif_used = perfusion.compute_maps(
-        series, config.frame_step, anat["brain"], method=config.method,
-        threshold=config.svd_threshold, smooth_sigma=config.smooth_sigma,
+        series,
+        config.frame_step,
+        anat["brain"],
+        method=config.method,
+        threshold=config.svd_threshold,
+        smooth_sigma=config.smooth_sigma,
         temporal_sigma=config.temporal_sigma,
     )
     cbf_scale, cbv_scale = float(rng.uniform(7, 14)), float(rng.uniform(12, 25))
@@ -408,7 +425,11 @@ def simulate_patient(seed: int, slabs: list[int], config: PhantomConfig) -> list
         if config.write_pwi:
             volumes["4DPWI"] = series[:, :, sl]
         truth = {k: true[k][:, :, sl] for k in ("CBF", "CBV", "MTT", "Tmax", "delay")}
-        truth |= {"core": les["core"][:, :, sl], "penumbra": les["penumbra"][:, :, sl], "brain": anat["brain"][:, :, sl]}
+        truth |= {
+            "core": les["core"][:, :, sl],
+            "penumbra": les["penumbra"][:, :, sl],
+            "brain": anat["brain"][:, :, sl],
+        }
         voxel_ml = float(np.prod(spacing)) / 1000
         row = {
             "slab": "AB"[slab_index] if len(slabs) == 2 else "A",
@@ -448,19 +469,20 @@ def slab_sizes(rng, n_cases: int) -> list[int]:
 
 def plan_split(rng, n_cases: int) -> list[list[int]]:
     """Group ``n_cases`` slabs into patients: about a third of the cases share a patient
-    (ISLES: 63 training patients -> 94 cases). A two-slab patient's slabs have equal size."""
-    sizes = slab_sizes(rng, n_cases)
-    n_two = n_cases - int(round(n_cases * 63 / 94))
-    patients, i = [], 0
-    two = set(rng.choice(n_cases - n_two, n_two, replace=False).tolist()) if n_two else set()
-    for p in range(n_cases - n_two):
-        if p in two:
-            patients.append([sizes[i], sizes[i]])
-            i += 2
-        else:
-            patients.append([sizes[i]])
-            i += 1
-    return patients
+    (ISLES: 63 training patients -> 94 cases). A two-slab patient's slabs have equal size, drawn
+    in pairs from the ISLES slab-size multiset so the split keeps its slice distribution."""
+    pool = Counter(slab_sizes(rng, n_cases))
+    patients = []
+    for _ in range(n_cases - int(round(n_cases * 63 / 94))):
+        pairable = [k for k in sorted(pool) if pool[k] >= 2]
+        if not pairable:
+            break
+        weights = np.array([pool[k] for k in pairable], float)
+        k = pairable[rng.choice(len(pairable), p=weights / weights.sum())]
+        pool[k] -= 2
+        patients.append([k, k])
+    patients += [[k] for k in sorted(pool) for _ in range(pool[k])]
+    return [patients[i] for i in rng.permutation(len(patients))]
 
 
 def _simulate_and_write(args):
@@ -468,6 +490,8 @@ def _simulate_and_write(args):
     rows = []
     for k, res in enumerate(simulate_patient(seed, slabs, config)):
         case = first_case + k
+        if split == "TESTING":  # no mask in the test split: keep it hidden in the truth folder
+            res["truth"]["ot"] = res["volumes"].pop("OT")
         write_case(out / split, case, res["volumes"], res["spacing"], ids[k], time_step=config.frame_step)
         tdir = out / "truth" / split / f"case_{case}"
         tdir.mkdir(parents=True, exist_ok=True)
@@ -517,7 +541,9 @@ def generate_dataset(
                     base = int(rng.integers(100000, 999000))
                     ids.append({t: base + i for i, t in enumerate(("4DPWI", "CT", "CBF", "CBV", "MTT", "Tmax", "OT"))})
                 else:
-                    ids.append({t: int(rng.integers(100000, 999999)) for t in ("4DPWI", "CT", "CBF", "CBV", "MTT", "Tmax")})
+                    ids.append(
+                        {t: int(rng.integers(100000, 999999)) for t in ("4DPWI", "CT", "CBF", "CBV", "MTT", "Tmax")}
+                    )
             patient = f"{'train' if split == 'TRAINING' else 'test'}_{p + 1:03d}"
             jobs.append((seed * 1_000_003 + split_index * 10_007 + p, slabs, config, tmp, split, case, patient, ids))
             case += len(slabs)

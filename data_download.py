@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+"""Get the data: ISLES 2018 from an archive or URL, or the synthetic phantom dataset; verify a tree.
+
+    python data_download.py isles2018 --archive ISLES2018_Training.zip [--md5 HEX] [--out DIR] [--force]
+    python data_download.py isles2018 --url URL --md5 HEX [--out DIR] [--force]
+    python data_download.py synthetic [--out DIR] [--train-cases 94] [--test-cases 62] [--seed 0] [--force]
+    python data_download.py verify DIR
+
+The data folder is ``--out``, else ``$STROKE_DATA_DIR``, else ``./data``; ISLES 2018 goes to
+``DATA/isles2018`` and the phantom to ``DATA/synthetic``. Importable: :func:`main` takes argv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from stroke_helpers.download import DownloadError, data_dir, fetch_isles2018
+from stroke_helpers.isles import IslesError, format_summary, verify_dataset
+
+
+def _isles(args) -> int:
+    out = data_dir(args.out) / "isles2018" if args.out is None else Path(args.out)
+    splits = fetch_isles2018(out, archive=args.archive, url=args.url, md5=args.md5, force=args.force)
+    print(f"installed {', '.join(splits)} into {out}")
+    return _verify(argparse.Namespace(dir=out))
+
+
+def _synthetic(args) -> int:
+    from stroke_helpers.phantom import PhantomConfig, generate_dataset
+
+    out = data_dir(args.out) / "synthetic" if args.out is None else Path(args.out)
+    config = PhantomConfig(write_pwi=not args.no_pwi)
+    start = time.perf_counter()
+    generate_dataset(out, args.train_cases, args.test_cases, args.seed, config, workers=args.workers, force=args.force)
+    print(
+        f"generated {args.train_cases} training + {args.test_cases} test studies in {out} "
+        f"({time.perf_counter() - start:.0f} s)"
+    )
+    return _verify(argparse.Namespace(dir=out))
+
+
+def _verify(args) -> int:
+    summaries, problems = verify_dataset(args.dir)
+    if summaries:
+        print(format_summary(summaries))
+    if problems:
+        print(f"\n{len(problems)} problem(s) in {args.dir}:", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1
+    print(f"{args.dir}: OK")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="data_download.py", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    isles = sub.add_parser("isles2018", help="install ISLES 2018 from an archive you have, or a URL")
+    src = isles.add_mutually_exclusive_group(required=True)
+    src.add_argument("--archive", type=Path, help="ISLES2018_Training.zip or ISLES2018_Testing.zip")
+    src.add_argument("--url", help="where to download the archive from (needs --md5)")
+    isles.add_argument("--md5", help="expected md5 (default: the official archive's, by file name)")
+    isles.add_argument("--out", help="dataset folder (default: $STROKE_DATA_DIR/isles2018 or ./data/isles2018)")
+    isles.add_argument("--force", action="store_true", help="replace splits that already exist")
+    isles.set_defaults(func=_isles)
+
+    syn = sub.add_parser("synthetic", help="generate the synthetic ISLES-layout dataset (digital phantom)")
+    syn.add_argument("--out", help="dataset folder (default: $STROKE_DATA_DIR/synthetic or ./data/synthetic)")
+    syn.add_argument("--train-cases", type=int, default=94)
+    syn.add_argument("--test-cases", type=int, default=62)
+    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    syn.add_argument("--no-pwi", action="store_true", help="skip writing the 4D series (saves ~5 GB)")
+    syn.add_argument("--force", action="store_true", help="replace an existing dataset")
+    syn.set_defaults(func=_synthetic)
+
+    ver = sub.add_parser("verify", help="check a dataset tree and summarise it")
+    ver.add_argument("dir", type=Path)
+    ver.set_defaults(func=_verify)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "train_cases", 1) < 0 or getattr(args, "test_cases", 1) < 0:
+        parser().error("case counts must be >= 0")
+    try:
+        return args.func(args)
+    except (DownloadError, IslesError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

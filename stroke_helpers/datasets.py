@@ -1,0 +1,259 @@
+"""2D slice datasets for PyTorch: normalisation, brain mask, resizing, cache, splits.
+
+Decisions (and why):
+
+- **CT**: clipped to the 0-100 HU brain window and divided by 100. CT is calibrated in HU,
+  so a fixed window is the same on every scanner; bone and streak artefacts saturate at 1.
+- **CBF, CBV**: the RAPID maps of ISLES 2018 are not in calibrated units (normal CBF anywhere
+  from ~110 to ~800), so each is divided by its mean over the study's brain mask: a value of 1
+  is average perfusion, the core of a stroke sits well below 0.3. Clipped to [0, 4].
+- **MTT, Tmax**: seconds, which do mean the same on every scanner, so a fixed scale: divided by
+  20 s (the display window) and clipped to [0, 1.5].
+- **Brain mask**: the maps are zero outside the brain, so the mask is the filled union of
+  positive map voxels (CT-based when no map is loaded: 0-100 HU inside the skull).
+- **Resizing**: images bilinear with antialiasing, masks nearest, to the preset size (224 in
+  the paper). Metrics are computed after resizing probabilities back (see the model issue).
+
+Building a split reads every NIfTI once and caches the preprocessed stack as ``.npz`` in
+``ROOT/.cache/``, keyed by the files' sizes and times and the preprocessing settings, so an
+epoch never touches NIfTI files and a changed file is never served stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+from .isles import MODALITIES, IslesError, Study, discover_cases, find_case_files, load_study, read_patients
+
+CACHE_VERSION = 1
+CT_WINDOW = (0.0, 100.0)
+TIME_SCALE = 20.0  # seconds, MTT and Tmax
+
+
+def brain_mask(study: Study) -> np.ndarray:
+    """Boolean ``(X, Y, Z)`` brain mask: filled union of positive perfusion-map voxels, or a CT
+    threshold inside the skull when no map is loaded."""
+    maps = [study.images[m] for m in ("CBF", "CBV", "MTT", "Tmax") if m in study.images]
+    if maps:
+        mask = np.any([m > 0 for m in maps], axis=0)
+    else:
+        ct = study.images["CT"]
+        skull = ct > 300
+        inside = np.stack([ndimage.binary_fill_holes(skull[:, :, z]) for z in range(ct.shape[2])], axis=2)
+        mask = inside & ~ndimage.binary_dilation(skull, np.ones((3, 3, 1))) & (ct > -10) & (ct < 100)
+    return np.stack([ndimage.binary_fill_holes(mask[:, :, z]) for z in range(mask.shape[2])], axis=2)
+
+
+def normalise(study: Study, brain: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-modality normalised float32 ``(X, Y, Z)`` arrays (see the module docstring)."""
+    brain = brain_mask(study) if brain is None else brain
+    out = {}
+    for m, x in study.images.items():
+        if m == "CT":
+            out[m] = np.clip((x - CT_WINDOW[0]) / (CT_WINDOW[1] - CT_WINDOW[0]), 0, 1)
+        elif m in ("CBF", "CBV"):
+            ref = float(x[brain].mean()) if brain.any() else 0.0
+            out[m] = np.clip(x / ref, 0, 4) if ref > 0 else np.zeros_like(x)
+        else:
+            out[m] = np.clip(x / TIME_SCALE, 0, 1.5)
+        out[m] = out[m].astype(np.float32)
+    return out
+
+
+def resize_slices(volume: np.ndarray, size: int, mode: str) -> torch.Tensor:
+    """``(X, Y, Z)`` -> ``(Z, size, size)`` tensor; ``mode`` is ``"bilinear"`` or ``"nearest"``."""
+    t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(volume, 2, 0), dtype=np.float32))[:, None]
+    if t.shape[-2:] != (size, size):
+        kwargs = {"align_corners": False, "antialias": True} if mode == "bilinear" else {}
+        t = F.interpolate(t, size=(size, size), mode=mode, **kwargs)
+    return t[:, 0]
+
+
+@dataclass
+class SliceArrays:
+    """Every slice of a split, preprocessed: ``images (N, 5, S, S)`` in :data:`MODALITIES`
+    order, ``masks`` and ``brains (N, S, S)`` uint8, and per slice its study index and ``z``."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    brains: torch.Tensor
+    study_index: np.ndarray
+    z: np.ndarray
+    studies: list[str]
+    patients: list[str | None]
+    shapes: list[tuple[int, int, int]]
+    spacings: list[tuple[float, float, float]]
+
+    def __len__(self) -> int:
+        return len(self.z)
+
+
+def _cache_key(root: Path, split: str, cases: list[Path], size: int) -> str:
+    h = hashlib.sha1(f"v{CACHE_VERSION}|{split}|{size}|{CT_WINDOW}|{TIME_SCALE}".encode())
+    for case in cases:
+        for token, path in sorted(find_case_files(case).items()):
+            if token in MODALITIES or token == "OT":
+                st = path.stat()
+                h.update(f"{path.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def build_slices(
+    root: str | Path,
+    split: str = "TRAINING",
+    size: int = 224,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> SliceArrays:
+    """Load, normalise and resize every slice of a split (cached; see the module docstring).
+
+    A study without a mask (``TESTING``) gets an all-zero mask. Bad input raises
+    :class:`~stroke_helpers.isles.IslesError` naming the case and file.
+    """
+    root = Path(root)
+    cases = discover_cases(root, split)
+    if not cases:
+        raise IslesError(f"{root / split}: no case_N folders")
+    cache_dir = Path(cache_dir) if cache_dir is not None else root / ".cache"
+    cache = cache_dir / f"slices_{split}_{size}_{_cache_key(root, split, cases, size)}.npz"
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            return SliceArrays(
+                torch.from_numpy(z["images"].astype(np.float32)),
+                torch.from_numpy(z["masks"]),
+                torch.from_numpy(z["brains"]),
+                z["study_index"],
+                z["z"],
+                meta["studies"],
+                meta["patients"],
+                [tuple(s) for s in meta["shapes"]],
+                [tuple(s) for s in meta["spacings"]],
+            )
+    patients = read_patients(root)
+    images, masks, brains, index, zs, names, pats, shapes, spacings = [], [], [], [], [], [], [], [], []
+    for i, case in enumerate(tqdm(cases, desc=f"preprocess {split}", disable=not progress)):
+        study = load_study(case, require_mask=False)
+        brain = brain_mask(study)
+        norm = normalise(study, brain)
+        images.append(torch.stack([resize_slices(norm[m], size, "bilinear") for m in MODALITIES], dim=1))
+        mask = study.mask if study.mask is not None else np.zeros(study.shape, np.uint8)
+        masks.append(resize_slices(mask, size, "nearest").to(torch.uint8))
+        brains.append(resize_slices(brain.astype(np.uint8), size, "nearest").to(torch.uint8))
+        index += [i] * study.n_slices
+        zs += list(range(study.n_slices))
+        names.append(study.name)
+        pats.append(patients.get(study.name))
+        shapes.append(study.shape)
+        spacings.append(study.spacing)
+    arrays = SliceArrays(
+        torch.cat(images),
+        torch.cat(masks),
+        torch.cat(brains),
+        np.array(index),
+        np.array(zs),
+        names,
+        pats,
+        shapes,
+        spacings,
+    )
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    meta = {"studies": names, "patients": pats, "shapes": shapes, "spacings": spacings}
+    np.savez(
+        tmp,
+        images=arrays.images.numpy().astype(np.float16),
+        masks=arrays.masks.numpy(),
+        brains=arrays.brains.numpy(),
+        study_index=arrays.study_index,
+        z=arrays.z,
+        meta=json.dumps(meta),
+    )
+    tmp.replace(cache)
+    # serve exactly what a later cached call would (float16 on disk)
+    arrays.images = arrays.images.half().float()
+    return arrays
+
+
+def split_studies(
+    studies: list[str], patients: list[str | None], n_val: int = 19, seed: int = 0
+) -> tuple[list[int], list[int]]:
+    """Seeded train / validation split of study indices, by patient when every study has one.
+
+    Patients are shuffled and taken whole into validation while they fit in ``n_val`` studies
+    (19, as in the paper), so both slabs of a patient land on the same side. Without patient ids
+    (real ISLES 2018: the case -> patient map is lost) each study is its own patient.
+    """
+    if n_val >= len(studies):
+        raise ValueError(f"cannot hold out {n_val} validation studies from {len(studies)}")
+    groups: dict[str, list[int]] = {}
+    by_patient = all(p is not None for p in patients)
+    for i, name in enumerate(studies):
+        groups.setdefault(patients[i] if by_patient else name, []).append(i)
+    order = list(groups)
+    np.random.default_rng(seed).shuffle(order)
+    val: list[int] = []
+    for key in order:
+        if len(val) + len(groups[key]) <= n_val:
+            val += groups[key]
+        if len(val) == n_val:
+            break
+    val_set = set(val)
+    return [i for i in range(len(studies)) if i not in val_set], sorted(val)
+
+
+Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+class SliceDataset(torch.utils.data.Dataset):
+    """Slices of some studies, with the chosen input channels.
+
+    ``dataset[i]`` is a dict: ``image (C, S, S)`` float32 for ``modalities`` (always in
+    :data:`MODALITIES` order, whatever order they are given in), ``mask (1, S, S)`` float32,
+    ``brain (1, S, S)``, ``study`` index and ``z``. ``transform(image, mask) -> (image, mask)``
+    is the augmentation hook: applied jointly to all channels and the mask.
+    """
+
+    def __init__(
+        self,
+        arrays: SliceArrays,
+        modalities=MODALITIES,
+        studies: list[int] | None = None,
+        transform: Transform | None = None,
+    ):
+        unknown = [m for m in modalities if m not in MODALITIES]
+        if unknown or not modalities:
+            raise ValueError(f"unknown modality {unknown or modalities!r}; choose from {', '.join(MODALITIES)}")
+        self.arrays = arrays
+        self.modalities = tuple(m for m in MODALITIES if m in modalities)
+        self.channels = [MODALITIES.index(m) for m in self.modalities]
+        keep = np.ones(len(arrays), bool) if studies is None else np.isin(arrays.study_index, studies)
+        self.indices = np.flatnonzero(keep)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        j = int(self.indices[i])
+        image = self.arrays.images[j, self.channels]
+        mask = self.arrays.masks[j][None].float()
+        if self.transform is not None:
+            image, mask = self.transform(image, mask)
+        return {
+            "image": image,
+            "mask": mask,
+            "brain": self.arrays.brains[j][None],
+            "study": int(self.arrays.study_index[j]),
+            "z": int(self.arrays.z[j]),
+        }

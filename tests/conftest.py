@@ -1,0 +1,47 @@
+"""Shared fixtures: a small phantom dataset (generated once) and a writer for hand-made cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stroke_helpers.isles import write_case
+from stroke_helpers.phantom import generate_dataset
+
+REAL_CT = Path(__file__).resolve().parents[1].parent / "shared" / "real" / "SMIR.Brain.XX.O.CT.345562.nii"
+TOKENS_3D = ("CT", "CBF", "CBV", "MTT", "Tmax", "OT")
+
+
+@pytest.fixture(scope="session")
+def phantom_root(tmp_path_factory) -> Path:
+    """A synthetic ISLES-layout dataset: 6 training cases (some patients with two slabs), 2 test."""
+    out = tmp_path_factory.mktemp("phantom") / "synthetic"
+    return generate_dataset(out, train_cases=6, test_cases=2, seed=7, workers=1, progress=False)
+
+
+def make_case(
+    split_dir: Path, number: int = 1, shape=(32, 32, 2), frames: int = 10, seed: int = 0, **overrides
+) -> Path:
+    """Write a small, valid ISLES case with random content through the phantom's writer.
+
+    ``overrides`` replace or drop (value ``None``) volumes by token.
+    """
+    rng = np.random.default_rng(seed)
+    vols = {
+        "CT": rng.integers(0, 80, shape),
+        "CBF": rng.integers(1, 600, shape),
+        "CBV": rng.integers(1, 90, shape),
+        "MTT": rng.uniform(1, 15, shape),
+        "Tmax": rng.uniform(0, 15, shape),
+        "OT": (rng.random(shape) > 0.8).astype(np.uint8),
+        "4DPWI": rng.integers(0, 100, (*shape, frames)),
+    }
+    for k, v in overrides.items():
+        if v is None:
+            vols.pop(k)
+        else:
+            vols[k] = v
+    ids = {t: 1000 * number + i for i, t in enumerate(("4DPWI", *TOKENS_3D))}
+    return write_case(split_dir, number, vols, (0.976562, 0.976562, 5.0003), ids, time_step=1.5)

@@ -1,0 +1,135 @@
+"""SPEC §3 validation of the perfusion model, the deconvolutions and the classical thresholds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stroke_helpers import perfusion as P
+from stroke_helpers.phantom import PhantomConfig, simulate_patient
+
+T_FINE = np.arange(0, 80, 0.05)
+FRAMES = np.arange(0, 50, 1.0)
+SAMPLE = np.round(FRAMES / 0.05).astype(int)
+AIF_FINE = P.arterial_input(T_FINE)
+AIF = AIF_FINE[SAMPLE]
+
+
+def dice(a, b) -> float:
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    return 2 * (a & b).sum() / max(a.sum() + b.sum(), 1)
+
+
+def test_gamma_variate_peak_and_timing():
+    aif = P.gamma_variate(T_FINE, t0=6, alpha=3, beta=2, peak=350)
+    assert aif.max() == pytest.approx(350, rel=1e-3)
+    assert T_FINE[aif.argmax()] == pytest.approx(12.0, abs=0.05)
+    assert (aif[T_FINE < 6] == 0).all()
+
+
+@pytest.mark.parametrize(("cbf", "cbv", "dispersion"), [(55, 4.0, 0.0), (22, 2.0, 0.0), (25, 4.0, 2.0), (6, 1.2, 3.0)])
+def test_central_volume_theorem(cbf, cbv, dispersion):
+    """Area under the tissue curve / area under the AIF gives back CBV when MTT = 60 CBV / CBF."""
+    curve = P.tissue_curve(T_FINE, AIF_FINE, cbf, 60 * cbv / cbf, delay=1.0, dispersion=dispersion)
+    measured_cbv = P.K_H / P.RHO * 100 * curve.sum() / AIF_FINE.sum()
+    assert measured_cbv == pytest.approx(cbv, rel=0.01)
+
+
+def _cbf_estimates(method, delays, threshold):
+    out = []
+    for d in delays:
+        curve = P.tissue_curve(T_FINE, AIF_FINE, 55, 60 * 4 / 55, delay=d)[SAMPLE]
+        r = P.deconvolve(curve[None], AIF, 1.0, method, threshold)
+        out.append(r.max() * P.K_H / P.RHO * 6000)
+    return np.array(out)
+
+
+def test_block_circulant_is_delay_insensitive_and_plain_svd_is_not():
+    delays = np.arange(0, 6.5, 0.5)
+    bsvd = _cbf_estimates("bsvd", delays, 0.1)
+    ssvd = _cbf_estimates("ssvd", delays, 0.2)
+    assert np.abs(bsvd / bsvd[0] - 1).max() < 0.02
+    assert ssvd[delays >= 1].max() < 0.9 * ssvd[0]  # plain SVD loses > 10 % with any delay >= 1 s
+
+
+def test_truncated_svd_underestimates_absolute_cbf_but_keeps_ratios():
+    est = {}
+    for cbf, cbv in ((55, 4.0), (22, 2.0), (40, 3.0)):
+        curve = P.tissue_curve(T_FINE, AIF_FINE, cbf, 60 * cbv / cbf, delay=0.5)[SAMPLE]
+        est[cbf] = P.deconvolve(curve[None], AIF, 1.0, "bsvd", 0.1).max() * P.K_H / P.RHO * 6000
+    ratio = {k: v / k for k, v in est.items()}
+    assert all(0.55 <= r <= 0.70 for r in ratio.values())  # 30-45 % low in absolute terms
+    assert est[22] / est[55] == pytest.approx(22 / 55, rel=0.15)  # relative CBF survives
+
+
+def test_osvd_picks_smooth_residues():
+    rng = np.random.default_rng(0)
+    curve = P.tissue_curve(T_FINE, AIF_FINE, 55, 4.36, delay=2)[SAMPLE]
+    noisy = curve[None] + rng.normal(0, 1.0, (200, len(curve)))
+    r_b = P.deconvolve(noisy, AIF, 1.0, "bsvd", 0.02)
+    r_o = P.deconvolve(noisy, AIF, 1.0, "osvd")
+    assert np.median(P.oscillation_index(r_o)) < np.median(P.oscillation_index(r_b))
+    with pytest.raises(ValueError, match="unknown deconvolution method"):
+        P.deconvolve(noisy, AIF, 1.0, "fft")
+
+
+@pytest.fixture(scope="module")
+def phantom_patients():
+    """Three phantom patients with a moderate lesion, noise-free and at the default noise."""
+    out = {}
+    for noise in (0.0, PhantomConfig().noise_hu):
+        out[noise] = [
+            simulate_patient(seed, [4], PhantomConfig(noise_hu=noise, write_pwi=True))[0] for seed in (0, 1, 2)
+        ]
+    return out
+
+
+@pytest.mark.parametrize("noise", [0.0, 8.0])
+def test_cbv_within_ten_percent_in_normal_tissue(phantom_patients, noise):
+    for res in phantom_patients[noise]:
+        v, tr = res["volumes"], res["truth"]
+        tissue = P.tissue_mask(v["CT"], tr["brain"])
+        normal = tissue & ~tr["core"] & ~tr["penumbra"] & (tr["CBV"] > 0)
+        cbv = v["CBV"] / res["row"]["cbv_scale"]
+        assert np.median(cbv[normal] / tr["CBV"][normal]) == pytest.approx(1.0, abs=0.10)
+
+
+@pytest.mark.parametrize("noise", [0.0, 8.0])
+def test_classical_thresholds_find_the_true_regions(phantom_patients, noise):
+    """Tmax > 6 s vs true penumbra + core (Dice >= 0.9); rCBF < 30 % vs true core (>= 0.6), pooled."""
+    hyp_hits = core_hits = 0.0
+    hyp_sums = core_sums = 0.0
+    for res in phantom_patients[noise]:
+        v, tr = res["volumes"], res["truth"]
+        tissue = P.tissue_mask(v["CT"], tr["brain"])
+        hyp = P.hypoperfusion_tmax(v["Tmax"], tissue)
+        core = P.core_rcbf(v["CBF"], tissue, v["Tmax"])
+        true_hyp = tr["core"] | tr["penumbra"]
+        hyp_hits += 2 * (hyp & true_hyp).sum()
+        hyp_sums += hyp.sum() + true_hyp.sum()
+        core_hits += 2 * (core & tr["core"]).sum()
+        core_sums += core.sum() + tr["core"].sum()
+    assert hyp_hits / hyp_sums >= 0.9
+    assert core_hits / core_sums >= 0.6
+
+
+def test_automatic_aif_is_arterial(phantom_patients):
+    res = phantom_patients[8.0][0]
+    series, brain = res["volumes"]["4DPWI"], res["truth"]["brain"]
+    aif, used = P.select_aif(series, brain)
+    tissue_mean = (series[brain & ~used].astype(np.float32)).mean(axis=0)
+    tissue_mean -= tissue_mean[:3].mean()
+    assert used.sum() == 8 and aif.max() > 200  # arteries enhance by hundreds of HU
+    assert aif.argmax() < tissue_mean.argmax()  # and peak before the tissue
+    assert aif.max() == pytest.approx(res["row"]["aif_peak"], rel=0.2)
+
+
+def test_relative_cbf_uses_the_less_delayed_hemisphere():
+    cbf = np.full((10, 4, 1), 40.0)
+    cbf[:5] = 10.0  # left hemisphere hypoperfused ...
+    tmax = np.zeros_like(cbf)
+    tmax[:5] = 10.0  # ... and delayed
+    tissue = np.ones_like(cbf, bool)
+    r = P.relative_cbf(cbf, tissue, tmax)
+    assert r[0, 0, 0] == pytest.approx(0.25) and r[9, 0, 0] == pytest.approx(1.0)
+    np.testing.assert_array_equal(P.core_rcbf(cbf, tissue, tmax)[:, 0, 0], [True] * 5 + [False] * 5)
