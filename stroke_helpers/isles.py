@@ -320,10 +320,10 @@ def write_volume(path: str | Path, array: np.ndarray, dtype, spacing, time_step:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = np.asarray(array)
-    if np.dtype(dtype).kind in "iu":
+    if np.dtype(dtype).kind in "iu" and data.dtype != np.dtype(dtype):
         info = np.iinfo(dtype)
         data = np.clip(np.rint(data), info.min, info.max)
-    data = data.astype(dtype)
+    data = data.astype(dtype, copy=False)
     if time_step is not None and data.ndim == 4:
         data = data[:, :, :, None, :]
     hdr = isles_header(spacing, time_step)

@@ -122,6 +122,20 @@ def oscillation_index(r: np.ndarray) -> np.ndarray:
     return second / (r.shape[-1] * np.maximum(peak, 1e-12))
 
 
+def deconvolution_matrices(
+    aif: np.ndarray, dt: float, method: str = "bsvd", threshold: float = 0.1
+) -> list[np.ndarray]:
+    """The truncated inverse(s) :func:`deconvolve` applies: one for ``ssvd``/``bsvd``, a ladder
+    of truncations (least smoothing first) for ``osvd``. Compute once per AIF, reuse per slice."""
+    if method == "ssvd":
+        return [ssvd_inverse(aif, dt, threshold).astype(np.float32)]
+    if method == "bsvd":
+        return [bsvd_inverse(aif, dt, threshold).astype(np.float32)]
+    if method == "osvd":
+        return [bsvd_inverse(aif, dt, p).astype(np.float32) for p in (0.02, 0.05, 0.1, 0.15, 0.2, 0.3)]
+    raise ValueError(f"unknown deconvolution method {method!r}; use 'ssvd', 'bsvd' or 'osvd'")
+
+
 def deconvolve(
     curves: np.ndarray,
     aif: np.ndarray,
@@ -130,23 +144,17 @@ def deconvolve(
     threshold: float = 0.1,
     oi_limit: float = 0.095,
     chunk: int = 65536,
+    matrices: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """``CBF * R(t)`` (scaled by ``rho/k_H/6000``) for every curve: ``curves`` (V, N) -> (V, N or 2N).
 
     ``method``: ``"ssvd"`` (causal, delay-sensitive), ``"bsvd"`` (block-circulant, truncation
     ``threshold`` relative to the largest singular value) or ``"osvd"`` (block-circulant, the
     smallest of a ladder of truncations whose residue has an oscillation index below
-    ``oi_limit``, per voxel).
+    ``oi_limit``, per voxel). ``matrices`` from :func:`deconvolution_matrices` skip the SVD.
     """
     curves = np.asarray(curves, dtype=np.float32)
-    if method == "ssvd":
-        inverses = [ssvd_inverse(aif, dt, threshold).astype(np.float32)]
-    elif method == "bsvd":
-        inverses = [bsvd_inverse(aif, dt, threshold).astype(np.float32)]
-    elif method == "osvd":
-        inverses = [bsvd_inverse(aif, dt, p).astype(np.float32) for p in (0.02, 0.05, 0.1, 0.15, 0.2, 0.3)]
-    else:
-        raise ValueError(f"unknown deconvolution method {method!r}; use 'ssvd', 'bsvd' or 'osvd'")
+    inverses = matrices if matrices is not None else deconvolution_matrices(aif, dt, method, threshold)
     out = np.empty((curves.shape[0], inverses[0].shape[0]), np.float32)
     for start in range(0, len(curves), chunk):
         block = curves[start : start + chunk]
@@ -257,6 +265,7 @@ def compute_maps(
     aif_area = aif.sum() * dt
     if temporal_sigma:
         aif = ndimage.gaussian_filter1d(aif, temporal_sigma, mode="nearest")
+    matrices = deconvolution_matrices(aif, dt, method, threshold)
     out = {k: np.zeros(mask.shape, np.float32) for k in ("CBF", "CBV", "MTT", "Tmax")}
     scale = K_H / RHO * 6000.0
     n = series.shape[-1]
@@ -270,7 +279,7 @@ def compute_maps(
         area = s[m].sum(axis=1) * dt
         if smooth_sigma or temporal_sigma:
             s = ndimage.gaussian_filter(s, (smooth_sigma, smooth_sigma, temporal_sigma), mode="nearest", truncate=3.0)
-        r = deconvolve(s[m], aif, dt, method, threshold)
+        r = deconvolve(s[m], aif, dt, method, threshold, matrices=matrices)
         rows = np.arange(len(r))
         search = r.copy()
         if r.shape[1] == 2 * n:
