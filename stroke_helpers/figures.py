@@ -6,12 +6,9 @@ transposed so that ``imshow(..., origin="lower")`` shows the face at the top.
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use(matplotlib.get_backend())  # keep the caller's backend; Agg when headless
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy import ndimage  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy import ndimage
 
 #: Display windows of SPEC §2.
 WINDOWS = {"CT": (0, 100), "CBF": (0, 1000), "CBV": (0, 100), "MTT": (0, 20), "Tmax": (0, 20)}
