@@ -262,14 +262,14 @@ def tissue_table(t_frames, aif_fine, t_fine, jitter: dict) -> tuple[np.ndarray, 
     return np.array(curves, np.float32), keys, values
 
 
-def correlated_noise(rng, shape, sd: float, sigma: float = 0.8) -> np.ndarray:
-    """White Gaussian noise of SD ``sd``, then correlated in-plane by a Gaussian of ``sigma``
-    voxels (a reconstruction kernel). The per-voxel SD that results is ``sd / (2 sigma sqrt(pi))``
-    (2.8 HU for 8 HU and ``sigma = 0.8``)."""
-    noise = rng.standard_normal(shape, dtype=np.float32)
-    noise *= np.float32(sd)
-    ndimage.gaussian_filter(noise, (sigma, sigma) + (0,) * (len(shape) - 2), output=noise, truncate=3.0)
-    return noise
+def correlated_noise(rng, out: np.ndarray, sd: float, sigma: float = 0.8) -> np.ndarray:
+    """Fill ``out`` (float32, in-plane axes first) with white Gaussian noise of SD ``sd``, then
+    correlate it in-plane with a Gaussian of ``sigma`` voxels (a reconstruction kernel). The
+    per-voxel SD that results is ``sd / (2 sigma sqrt(pi))`` (2.8 HU for 8 HU and ``sigma = 0.8``)."""
+    rng.standard_normal(out=out, dtype=np.float32)
+    out *= np.float32(sd)
+    ndimage.gaussian_filter(out, (sigma, sigma) + (0,) * (out.ndim - 2), output=out, truncate=3.0)
+    return out
 
 
 def simulate_patient(seed: int, slabs: list[int], config: PhantomConfig) -> list[dict]:
@@ -387,9 +387,7 @@ def simulate_patient(seed: int, slabs: list[int], config: PhantomConfig) -> list
         buf[art] = base + (buf[art] - base) * (1 - a) + a * aif_frames
         buf[sinus[:, :, z]] += vof
         if config.noise_hu:  # the background outside the head stays constant, as in the real files
-            rng.standard_normal(out=noise, dtype=np.float32)
-            noise *= np.float32(config.noise_hu)
-            ndimage.gaussian_filter(noise, (config.noise_sigma, config.noise_sigma, 0), output=noise, truncate=3.0)
+            correlated_noise(rng, noise, config.noise_hu, config.noise_sigma)
             noise *= anat["head"][hbox + (z, None)]
             buf[hbox] += noise
         np.rint(buf, out=buf)

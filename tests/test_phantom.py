@@ -125,3 +125,10 @@ def test_study_figure_draws_every_modality_and_the_outline(phantom_root):
     assert [ax.get_title() for ax in fig.axes] == ["CT", "CBF", "CBV", "MTT", "Tmax"]
     assert all(ax.collections for ax in fig.axes)  # the red lesion contour is on every panel
     assert fig.axes[0].images[0].get_clim() == (0, 100)
+
+
+def test_correlated_noise_sd_and_correlation():
+    noise = phantom.correlated_noise(np.random.default_rng(0), np.empty((256, 256, 8), np.float32), 8.0, 0.8)
+    assert noise.std() == pytest.approx(8 / (2 * 0.8 * np.sqrt(np.pi)), rel=0.05)  # 2.8 HU per voxel
+    neighbour = np.corrcoef(noise[:-1].ravel(), noise[1:].ravel())[0, 1]
+    assert 0.5 < neighbour < 0.9  # spatially correlated, unlike white noise
