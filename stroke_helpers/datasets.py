@@ -40,6 +40,14 @@ CT_WINDOW = (0.0, 100.0)
 TIME_SCALE = 20.0  # seconds, MTT and Tmax
 
 
+def inside_skull(ct: np.ndarray, bone_hu: float = 300.0) -> tuple[np.ndarray, np.ndarray]:
+    """``(inside, skull)`` boolean ``(X, Y, Z)`` masks: bone above ``bone_hu`` and, per slice,
+    everything the bone encloses (bone included)."""
+    skull = ct > bone_hu
+    inside = np.stack([ndimage.binary_fill_holes(skull[:, :, z]) for z in range(ct.shape[2])], axis=2)
+    return inside, skull
+
+
 def brain_mask(study: Study) -> np.ndarray:
     """Boolean ``(X, Y, Z)`` brain mask: filled union of positive perfusion-map voxels, or a CT
     threshold inside the skull when no map is loaded."""
@@ -48,8 +56,7 @@ def brain_mask(study: Study) -> np.ndarray:
         mask = np.any([m > 0 for m in maps], axis=0)
     else:
         ct = study.images["CT"]
-        skull = ct > 300
-        inside = np.stack([ndimage.binary_fill_holes(skull[:, :, z]) for z in range(ct.shape[2])], axis=2)
+        inside, skull = inside_skull(ct)
         mask = inside & ~ndimage.binary_dilation(skull, np.ones((3, 3, 1))) & (ct > -10) & (ct < 100)
     return np.stack([ndimage.binary_fill_holes(mask[:, :, z]) for z in range(mask.shape[2])], axis=2)
 

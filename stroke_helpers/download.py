@@ -74,9 +74,13 @@ class ResumableDownloader:
         self.timeout = timeout
         self.progressbar = progressbar
 
+    @staticmethod
+    def file_name(url: str) -> str:
+        """The file name a URL points to (``download`` when it has none)."""
+        return PurePosixPath(requests.utils.urlparse(url).path).name or "download"
+
     def part_path(self, url: str) -> Path:
-        name = PurePosixPath(requests.utils.urlparse(url).path).name or "download"
-        return self.part_dir / (hashlib.sha1(url.encode()).hexdigest()[:10] + "-" + name + ".part")
+        return self.part_dir / f"{hashlib.sha1(url.encode()).hexdigest()[:10]}-{self.file_name(url)}.part"
 
     def __call__(self, url: str, output_file, pooch_obj=None, check_only: bool = False):
         if check_only:
@@ -101,7 +105,7 @@ class ResumableDownloader:
                             initial=have,
                             unit="B",
                             unit_scale=True,
-                            desc=part.name.split("-", 1)[1][:-5],
+                            desc=self.file_name(url),
                             disable=not self.progressbar,
                         )
                     else:
@@ -135,9 +139,10 @@ def download(url: str, md5: str, dest_dir: str | os.PathLike, progressbar: bool 
     """
     dest_dir = Path(dest_dir)
     downloader = ResumableDownloader(dest_dir / ".partial", retries=retries, progressbar=progressbar)
-    fname = downloader.part_path(url).name.split("-", 1)[1][: -len(".part")]
     try:
-        path = pooch.retrieve(url, known_hash=f"md5:{md5}", fname=fname, path=dest_dir, downloader=downloader)
+        path = pooch.retrieve(
+            url, known_hash=f"md5:{md5}", fname=downloader.file_name(url), path=dest_dir, downloader=downloader
+        )
     except ValueError as exc:  # pooch: hash mismatch (the downloaded file is already removed)
         raise DownloadError(f"{url}: checksum mismatch, nothing kept ({exc})") from exc
     return Path(path)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-from scipy import ndimage
+
+from .datasets import inside_skull
 
 #: Display windows of SPEC §2.
 WINDOWS = {"CT": (0, 100), "CBF": (0, 1000), "CBV": (0, 100), "MTT": (0, 20), "Tmax": (0, 20)}
@@ -25,8 +26,7 @@ def ct_realism(ct: np.ndarray) -> dict[str, float]:
     ct = np.asarray(ct)
     values, counts = np.unique(ct[[0, -1]], return_counts=True)
     background = values[np.argmax(counts)]
-    skull = ct > 300
-    inside = np.stack([ndimage.binary_fill_holes(skull[:, :, z]) for z in range(ct.shape[2])], axis=2)
+    inside, skull = inside_skull(ct)
     brain = ct[inside & ~skull & (ct >= 0) & (ct <= 100)]
     q1, med, q3 = np.percentile(brain, [25, 50, 75]) if brain.size else (np.nan,) * 3
     return {

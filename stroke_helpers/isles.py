@@ -56,6 +56,8 @@ DTYPES = {
     "Tmax": np.float64,
     "OT": np.uint8,
 }
+#: Order of the consecutive file ids in the official training set (4DPWI = n, CT = n + 1, ...).
+ID_ORDER = ("4DPWI", "CT", "CBF", "CBV", "MTT", "Tmax", "OT")
 SPLITS = ("TRAINING", "TESTING")
 #: A ``patients.csv`` (columns ``split,case,patient``) at the dataset root maps cases to patients.
 PATIENTS_FILE = "patients.csv"

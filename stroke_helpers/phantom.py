@@ -45,7 +45,7 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from . import perfusion
-from .isles import PATIENTS_FILE, write_case
+from .isles import ID_ORDER, PATIENTS_FILE, write_case
 
 #: (CBF ml/100g/min, CBV ml/100g, delay s, dispersion s) per (state, tissue), SPEC §3.
 TISSUE = {
@@ -396,7 +396,7 @@ def simulate_patient(seed: int, slabs: list[int], config: PhantomConfig) -> list
     if config.ct_noise_hu:
         ct = ct + rng.normal(0, config.ct_noise_hu, ct.shape).astype(np.float32) * anat["head"]
 
-    maps, aif_used = perfusion.compute_maps(
+    maps, _ = perfusion.compute_maps(
         series,
         config.frame_step,
         anat["brain"],
@@ -537,11 +537,9 @@ def generate_dataset(
             for _ in slabs:
                 if split == "TRAINING":  # consecutive ids: 4DPWI = n, CT = n + 1, ...
                     base = int(rng.integers(100000, 999000))
-                    ids.append({t: base + i for i, t in enumerate(("4DPWI", "CT", "CBF", "CBV", "MTT", "Tmax", "OT"))})
+                    ids.append({t: base + i for i, t in enumerate(ID_ORDER)})
                 else:
-                    ids.append(
-                        {t: int(rng.integers(100000, 999999)) for t in ("4DPWI", "CT", "CBF", "CBV", "MTT", "Tmax")}
-                    )
+                    ids.append({t: int(rng.integers(100000, 999999)) for t in ID_ORDER[:-1]})  # no OT
             patient = f"{'train' if split == 'TRAINING' else 'test'}_{p + 1:03d}"
             jobs.append((seed * 1_000_003 + split_index * 10_007 + p, slabs, config, tmp, split, case, patient, ids))
             case += len(slabs)
