@@ -86,6 +86,28 @@ def resize_slices(volume: np.ndarray, size: int, mode: str) -> torch.Tensor:
     return t[:, 0]
 
 
+def preprocess_study(study: Study, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One study as network input: ``images (Z, 5, size, size)`` float32 in :data:`MODALITIES`
+    order, ``mask`` and ``brain (Z, size, size)`` uint8 (an all-zero mask when it has none).
+
+    The one preprocessing path: training slices, evaluation and ``predict`` all go through it.
+    """
+    missing = [m for m in MODALITIES if m not in study.images]
+    if missing:
+        raise IslesError(
+            f"{study.path}: missing modality {', '.join(missing)} (the model's input needs all of {', '.join(MODALITIES)})"
+        )
+    brain = brain_mask(study)
+    norm = normalise(study, brain)
+    images = torch.stack([resize_slices(norm[m], size, "bilinear") for m in MODALITIES], dim=1)
+    mask = study.mask if study.mask is not None else np.zeros(study.shape, np.uint8)
+    return (
+        images,
+        resize_slices(mask, size, "nearest").to(torch.uint8),
+        resize_slices(brain.astype(np.uint8), size, "nearest").to(torch.uint8),
+    )
+
+
 @dataclass
 class SliceArrays:
     """Every slice of a split, preprocessed: ``images (N, 5, S, S)`` in :data:`MODALITIES`
@@ -151,12 +173,10 @@ def build_slices(
     images, masks, brains, index, zs, names, pats, shapes, spacings = [], [], [], [], [], [], [], [], []
     for i, case in enumerate(tqdm(cases, desc=f"preprocess {split}", disable=not progress)):
         study = load_study(case, require_mask=False)
-        brain = brain_mask(study)
-        norm = normalise(study, brain)
-        images.append(torch.stack([resize_slices(norm[m], size, "bilinear") for m in MODALITIES], dim=1))
-        mask = study.mask if study.mask is not None else np.zeros(study.shape, np.uint8)
-        masks.append(resize_slices(mask, size, "nearest").to(torch.uint8))
-        brains.append(resize_slices(brain.astype(np.uint8), size, "nearest").to(torch.uint8))
+        image, mask, brain = preprocess_study(study, size)
+        images.append(image)
+        masks.append(mask)
+        brains.append(brain)
         index += [i] * study.n_slices
         zs += list(range(study.n_slices))
         names.append(study.name)
@@ -228,7 +248,9 @@ class SliceDataset(torch.utils.data.Dataset):
     ``dataset[i]`` is a dict: ``image (C, S, S)`` float32 for ``modalities`` (always in
     :data:`MODALITIES` order, whatever order they are given in), ``mask (1, S, S)`` float32,
     ``brain (1, S, S)``, ``study`` index and ``z``. ``transform(image, mask) -> (image, mask)``
-    is the augmentation hook: applied jointly to all channels and the mask.
+    is the augmentation hook: applied jointly to all channels and the mask. ``extra
+    (len(arrays), k, S, S)``, when given, is appended after the modalities (the cascade's
+    synthetic map ``Ms``).
     """
 
     def __init__(
@@ -237,6 +259,7 @@ class SliceDataset(torch.utils.data.Dataset):
         modalities=MODALITIES,
         studies: list[int] | None = None,
         transform: Transform | None = None,
+        extra: torch.Tensor | None = None,
     ):
         unknown = [m for m in modalities if m not in MODALITIES]
         if unknown or not modalities:
@@ -247,6 +270,11 @@ class SliceDataset(torch.utils.data.Dataset):
         keep = np.ones(len(arrays), bool) if studies is None else np.isin(arrays.study_index, studies)
         self.indices = np.flatnonzero(keep)
         self.transform = transform
+        if extra is not None and (len(extra) != len(arrays) or extra.shape[-2:] != arrays.images.shape[-2:]):
+            raise ValueError(
+                f"extra channels {tuple(extra.shape)} do not match the slices {tuple(arrays.images.shape)}"
+            )
+        self.extra = extra
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -254,6 +282,8 @@ class SliceDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         j = int(self.indices[i])
         image = self.arrays.images[j, self.channels]
+        if self.extra is not None:
+            image = torch.cat([image, self.extra[j]])
         mask = self.arrays.masks[j][None].float()
         if self.transform is not None:
             image, mask = self.transform(image, mask)

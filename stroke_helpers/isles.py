@@ -161,7 +161,7 @@ class Study:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return next(iter(self.images.values())).shape
+        return next(iter(self.images.values())).shape if self.images else self.mask.shape
 
     @property
     def n_slices(self) -> int:

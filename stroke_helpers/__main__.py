@@ -1,0 +1,109 @@
+"""Command line: ``python -m stroke_helpers {train,cascade,evaluate,predict,reproduce} ...``.
+
+The same functions the notebooks call. Bad arguments and bad input print one line starting
+with ``error:`` and exit with status 2; ``--help`` on any command lists its options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .isles import MODALITIES
+from .presets import PRESETS
+
+
+def _training_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="ISLES-layout folder (with TRAINING/)")
+    p.add_argument("--preset", default="cpu", choices=list(PRESETS))
+    p.add_argument("--modalities", default=",".join(MODALITIES), help=f"comma-separated, from {','.join(MODALITIES)}")
+    p.add_argument("--epochs", type=int, help="default: the preset's")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m stroke_helpers", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train one model")
+    _training_args(t)
+    t.add_argument("--no-attention", action="store_true", help="plain skip connections")
+    t.add_argument("--no-multilevel", action="store_true", help="full-resolution loss only")
+    c = sub.add_parser("cascade", help="train stage 1, make the synthetic maps, train stage 2")
+    _training_args(c)
+    c.add_argument("--folds", type=int, default=0, help="out-of-fold Ms with this many folds (0: in-sample)")
+    e = sub.add_parser("evaluate", help="score a run per study; writes RUN/metrics.json")
+    e.add_argument("--run", required=True)
+    e.add_argument("--split", default="val", choices=["val", "train", "test"])
+    e.add_argument("--device", default="auto")
+    p = sub.add_parser("predict", help="segment one study folder")
+    p.add_argument("--run", required=True)
+    p.add_argument("--study", required=True, help="a case_N folder")
+    p.add_argument("--out", required=True, help="output .nii.gz")
+    p.add_argument("--probabilities", action="store_true", help="write probabilities instead of a mask")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    p.add_argument("--device", default="auto")
+    return ap
+
+
+def _config(args, **switches):
+    from .train import TrainConfig
+
+    if not Path(args.data, "TRAINING").is_dir():
+        raise FileNotFoundError(f"{args.data}: no TRAINING folder (generate one: python data_download.py synthetic)")
+    return TrainConfig(
+        data=args.data,
+        out=args.out,
+        preset=args.preset,
+        modalities=args.modalities,
+        epochs=args.epochs,
+        seed=args.seed,
+        precision=args.precision,
+        device=args.device,
+        progress=not args.no_progress,
+        **switches,
+    )
+
+
+def run(args) -> None:
+    if args.command == "train":
+        from .train import train
+
+        train(_config(args, attention=not args.no_attention, multilevel=not args.no_multilevel), resume=args.resume)
+    elif args.command == "cascade":
+        from .cascade import run_cascade
+
+        run_cascade(_config(args), folds=args.folds, resume=args.resume)
+    elif args.command == "evaluate":
+        from .inference import evaluate, format_metrics
+
+        print(format_metrics(evaluate(args.run, args.split, args.device)))
+    elif args.command == "predict":
+        from .inference import predict_study
+
+        print(predict_study(args.run, args.study, args.out, args.probabilities, args.device, overwrite=args.force))
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    from .isles import IslesError
+    from .train import RunError
+
+    try:
+        run(args)
+    except (IslesError, RunError, ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

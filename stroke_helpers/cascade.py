@@ -1,0 +1,162 @@
+"""The cascade (paper §2.3): a stage-1 model's attention becomes an input map of stage 2.
+
+1. **Stage 1**: train MR+ATT on ``[I; Mp]`` (CT and the chosen perfusion maps).
+2. **Synthetic map** ``Ms``: for every slice, in eval mode, the mean over channels of the
+   level-1 (full-resolution) attention module's positive similarities
+   ``relu(W_e X_e + W_d X_d)`` (:func:`synthetic_map`).
+3. **Stage 2**: a fresh model of the same configuration trained on ``[I; Mp; Ms]``.
+
+Two decisions the paper leaves open, taken here:
+
+- **Normalisation**: raw similarities have an arbitrary scale that differs between trained
+  models, so ``Ms`` is divided by its 99th percentile over the brain pixels of the stage-1
+  model's own training slices and clipped to [0, 1.5], like the other input channels. The
+  scale is stored with the run and reused for every later study.
+- **In-sample or out-of-fold**: stage 1 has seen its training slices, so their ``Ms`` is
+  better than it will be on a new study, and stage 2 learns to trust it too much: a leak.
+  ``folds=0`` (the default, what the paper implies) uses the in-sample maps; ``folds=K``
+  trains K extra stage-1 models, each without one K-th of the training patients, and gives
+  each training slice the map of the model that did not see it. Validation, test and
+  ``predict`` always use the stage-1 model trained on every training study, which never saw
+  them. Notebook 04 measures the difference.
+
+Run folder: ``RUN/stage1``, ``RUN/fold_k`` (out-of-fold only), ``RUN/stage2`` (ordinary
+training runs), ``RUN/synthetic_maps.pt`` (every training slice's ``Ms``),
+``RUN/synthetic_maps/TRAINING/case_N/Ms.nii.gz`` (in each study's own geometry, to view beside
+its perfusion maps) and ``RUN/cascade.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .datasets import SliceArrays, build_slices
+from .isles import MODALITIES, load_study, write_like
+from .presets import get_preset
+from .train import TrainConfig, autocast_dtype, is_finished, load_model, resolve_device, study_indices, train
+
+MS_PERCENTILE = 99.0
+MS_CLIP = 1.5
+
+
+def synthetic_map(model, images: torch.Tensor, device=None, dtype=None, batch_size: int = 16) -> torch.Tensor:
+    """Raw ``Ms (N, 1, S, S)``: channel mean of the level-1 positive similarities (eval mode)."""
+    if not model.use_attention:
+        raise ValueError("the synthetic map needs a model with cross-attention")
+    device = device or next(model.parameters()).device
+    model.eval()
+    out = []
+    with torch.no_grad(), torch.autocast(device.type, dtype or torch.float32, enabled=dtype is not None):
+        for i in range(0, len(images), batch_size):
+            x = images[i : i + batch_size].to(device).contiguous(memory_format=torch.channels_last)
+            q = model(x, attention=True).attention[1].similarities
+            out.append(q.float().mean(dim=1, keepdim=True).cpu())
+    return torch.cat(out)
+
+
+def ms_scale(ms: torch.Tensor, brains: torch.Tensor) -> float:
+    """The normalising scale: the 99th percentile of ``Ms`` over brain pixels."""
+    values = ms[:, 0][brains.bool()].numpy()
+    scale = float(np.percentile(values, MS_PERCENTILE)) if values.size else 0.0
+    return scale if scale > 0 else 1.0
+
+
+def normalise_ms(ms: torch.Tensor, scale: float) -> torch.Tensor:
+    return (ms / scale).clamp(0, MS_CLIP)
+
+
+def stage1_maps(run_dir: Path, arrays: SliceArrays, slices: np.ndarray, device) -> tuple[torch.Tensor, float]:
+    """Normalised ``Ms`` of ``slices`` from the stage-1 model in ``run_dir``, and its scale
+    (from that model's own training slices)."""
+    model, config = load_model(run_dir, device=device)
+    dtype = autocast_dtype(device, config.precision)
+    channels = [MODALITIES.index(m) for m in config.modalities]
+    split = json.loads((run_dir / "split.json").read_text())
+    train_slices = np.flatnonzero(np.isin(arrays.study_index, study_indices(arrays, split["train"])))
+    raw_train = synthetic_map(model, arrays.images[train_slices][:, channels], device, dtype)
+    scale = ms_scale(raw_train, arrays.brains[train_slices])
+    raw = synthetic_map(model, arrays.images[slices][:, channels], device, dtype)
+    return normalise_ms(raw, scale), scale
+
+
+def _folds(train_names: list[str], patients: dict[str, str | None], k: int, seed: int) -> list[list[str]]:
+    """``k`` folds of training studies, a patient's studies kept together."""
+    groups: dict[str, list[str]] = {}
+    for name in train_names:
+        groups.setdefault(patients.get(name) or name, []).append(name)
+    order = list(groups)
+    np.random.default_rng(seed).shuffle(order)
+    folds: list[list[str]] = [[] for _ in range(k)]
+    for key in order:
+        min(folds, key=len).extend(groups[key])
+    return folds
+
+
+def write_synthetic_maps(run_dir: Path, data: Path, arrays: SliceArrays, ms: torch.Tensor, progress: bool) -> None:
+    """Every study's ``Ms`` as NIfTI in the study's own geometry."""
+    from .inference import to_native
+
+    for i, name in enumerate(tqdm(arrays.studies, desc="write Ms", disable=not progress, leave=False)):
+        study = load_study(data / name, modalities=("CT",), require_mask=False)
+        native = to_native(ms[arrays.study_index == i, 0], study.shape)
+        write_like(study, native, run_dir / "synthetic_maps" / name / "Ms.nii.gz", np.float32)
+
+
+def _train_unless_finished(config: TrainConfig) -> None:
+    if not is_finished(config.out, config.n_epochs):
+        train(config, resume=(Path(config.out) / "last.pt").exists())
+
+
+def run_cascade(config: TrainConfig, folds: int = 0, resume: bool = False) -> Path:
+    """Train both stages (finished stages are skipped); returns the run folder."""
+    if folds == 1 or folds < 0:
+        raise ValueError("folds must be 0 (in-sample Ms) or at least 2 (out-of-fold)")
+    run = Path(config.out)
+    if (run / "cascade.json").exists() and not resume:
+        raise RuntimeError(f"{run} already holds a cascade; pass --resume to finish it or choose another --out")
+    base = replace(config, attention=True, multilevel=True, synthetic_map=None)
+    s1 = replace(base, out=str(run / "stage1"))
+    _train_unless_finished(s1)
+    device = resolve_device(config.device)
+    arrays = build_slices(config.data, "TRAINING", get_preset(config.preset).size, progress=config.progress)
+    split = json.loads((run / "stage1" / "split.json").read_text())
+    everything = np.arange(len(arrays))
+    ms, scale = stage1_maps(run / "stage1", arrays, everything, device)
+    if folds:
+        patients = dict(zip(arrays.studies, arrays.patients))
+        for k, held in enumerate(_folds(split["train"], patients, folds, config.seed)):
+            fold = replace(
+                s1,
+                out=str(run / f"fold_{k}"),
+                train_studies=[s for s in split["train"] if s not in held],
+                val_studies=split["val"],
+            )
+            _train_unless_finished(fold)
+            slices = np.flatnonzero(np.isin(arrays.study_index, study_indices(arrays, held)))
+            ms[slices] = stage1_maps(run / f"fold_{k}", arrays, slices, device)[0]
+    mode = "out-of-fold" if folds else "in-sample"
+    torch.save({"ms": ms.half(), "studies": arrays.studies, "mode": mode, "folds": folds}, run / "synthetic_maps.pt")
+    write_synthetic_maps(run, Path(config.data), arrays, ms, config.progress)
+    s2 = replace(
+        base,
+        out=str(run / "stage2"),
+        synthetic_map=str(run / "synthetic_maps.pt"),
+        train_studies=split["train"],
+        val_studies=split["val"],
+    )
+    _train_unless_finished(s2)
+    info = {
+        "mode": mode,
+        "folds": folds,
+        "scale": scale,
+        "modalities": list(config.modalities),
+        "preset": config.preset,
+    }
+    (run / "cascade.json").write_text(json.dumps(info, indent=1))
+    return run

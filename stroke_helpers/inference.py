@@ -1,0 +1,157 @@
+"""Inference and evaluation: a trained run (or cascade) applied to studies.
+
+:class:`Predictor` loads a run folder: a single model, or a cascade (stage 1 makes the
+synthetic map, stage 2 segments). It takes preprocessed slices ``(N, 5, S, S)`` (all of
+:data:`~stroke_helpers.isles.MODALITIES`, as :func:`~stroke_helpers.datasets.preprocess_study`
+and :func:`~stroke_helpers.datasets.build_slices` give them) and picks its own channels.
+
+Evaluation follows SPEC §1: probabilities are resized back to the study's native in-plane size
+(bilinear) *before* thresholding at 0.5, then each study is scored in 3D at native resolution
+against its own ``OT`` file (:mod:`stroke_helpers.metrics`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .cascade import normalise_ms, synthetic_map
+from .datasets import build_slices, preprocess_study
+from .isles import MODALITIES, IslesError, load_study, write_like
+from .metrics import METRICS, study_metrics, summarise
+from .presets import get_preset
+from .train import RunError, autocast_dtype, load_model, predict_logits, resolve_device, study_indices
+
+THRESHOLD = 0.5
+
+
+def to_native(slices: torch.Tensor, shape: tuple[int, int, int]) -> np.ndarray:
+    """``(Z, S, S)`` slices -> ``(X, Y, Z)`` float32 volume, bilinear in-plane."""
+    x = slices.float()[:, None]
+    if tuple(x.shape[-2:]) != tuple(shape[:2]):
+        x = F.interpolate(x, size=tuple(shape[:2]), mode="bilinear", align_corners=False)
+    return np.ascontiguousarray(np.moveaxis(x[:, 0].numpy(), 0, 2), dtype=np.float32)
+
+
+class Predictor:
+    """A trained run, ready to predict: ``predictor(images) -> probabilities (N, S, S)``."""
+
+    def __init__(self, run_dir: str | Path, device: str = "auto"):
+        self.run_dir = Path(run_dir)
+        if not self.run_dir.is_dir():
+            raise RunError(f"{run_dir}: no such run folder")
+        self.device = resolve_device(device)
+        cascade = self.run_dir / "cascade.json"
+        self.cascade = json.loads(cascade.read_text()) if cascade.exists() else None
+        if self.cascade:
+            self.stage1, _ = load_model(self.run_dir / "stage1", device=self.device)
+            self.model, self.config = load_model(self.run_dir / "stage2", device=self.device)
+        else:
+            self.stage1 = None
+            self.model, self.config = load_model(self.run_dir, device=self.device)
+        self.size = get_preset(self.config.preset).size
+        self.channels = [MODALITIES.index(m) for m in self.config.modalities]
+        self.dtype = autocast_dtype(self.device, self.config.precision)
+
+    @property
+    def split(self) -> dict[str, list[str]]:
+        folder = self.run_dir / "stage2" if self.cascade else self.run_dir
+        return json.loads((folder / "split.json").read_text())
+
+    def synthetic_map(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised ``Ms (N, 1, S, S)`` from the cascade's stage 1."""
+        raw = synthetic_map(self.stage1, images[:, self.channels], self.device, self.dtype)
+        return normalise_ms(raw, self.cascade["scale"])
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images[:, self.channels]
+        if self.cascade:
+            x = torch.cat([x, self.synthetic_map(images)], dim=1)
+        return torch.sigmoid(predict_logits(self.model, x, self.device, self.dtype))
+
+
+def evaluate(run_dir: str | Path, split: str = "val", device: str = "auto", progress: bool = True) -> dict:
+    """Score a run per study at native resolution; writes ``RUN/metrics.json`` (``val``) or
+    ``RUN/metrics_{split}.json`` and returns it. ``split``: ``val``, ``train`` or ``test``
+    (the synthetic TESTING split, whose truth the phantom keeps under ``truth/``)."""
+    if split not in ("val", "train", "test"):
+        raise ValueError(f"split must be val, train or test, not {split!r}")
+    predictor = Predictor(run_dir, device)
+    data = Path(predictor.config.data)
+    arrays = build_slices(data, "TESTING" if split == "test" else "TRAINING", predictor.size, progress=progress)
+    names = arrays.studies if split == "test" else predictor.split[split]
+    rows = []
+    for i in tqdm(study_indices(arrays, names), desc=f"evaluate {split}", disable=not progress, leave=False):
+        name = arrays.studies[i]
+        truth_study = load_study_truth(data, name)
+        probs = predictor(arrays.images[arrays.study_index == i])
+        pred = to_native(probs, truth_study.shape) > THRESHOLD
+        row = {"study": name, **study_metrics(pred, truth_study.mask, truth_study.spacing)}
+        row["lesion_ml"], row["predicted_ml"] = truth_study.lesion_ml, float(pred.sum() * truth_study.voxel_ml)
+        rows.append(row)
+    result = {
+        "run": str(run_dir),
+        "name": predictor.config.name,
+        "split": split,
+        "studies": rows,
+        "summary": summarise(rows),
+    }
+    out = Path(run_dir) / ("metrics.json" if split == "val" else f"metrics_{split}.json")
+    out.write_text(
+        json.dumps(result, indent=1, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v)
+    )
+    return result
+
+
+def load_study_truth(data: Path, name: str):
+    """A study with its mask (header, spacing): TESTING masks come from the phantom's ``truth/``."""
+    if not name.startswith("TESTING/"):
+        return load_study(data / name, modalities=(), require_mask=True)
+    ot = data / "truth" / name / "ot.nii.gz"
+    if not ot.exists():
+        raise IslesError(f"{name}: no ground truth at {ot} (real ISLES 2018 keeps the TESTING masks private)")
+    study = load_study(data / name, modalities=("CT",), require_mask=False)
+    study.mask = np.asarray(nib.load(ot).dataobj).astype(np.uint8)
+    return study
+
+
+def format_metrics(result: dict) -> str:
+    """The per-study table and the mean +- std line of an :func:`evaluate` result."""
+    lines = [f"{result['name']} ({result['split']}, {len(result['studies'])} studies)"]
+    lines.append(f"{'study':<20}" + "".join(f"{m:>15}" for m in METRICS))
+    for r in result["studies"]:
+        lines.append(f"{r['study']:<20}" + "".join(f"{r[m]:>15.3f}" for m in METRICS))
+    s = result["summary"]
+    lines.append(
+        f"{'mean +- std':<20}" + "".join(f"{s[m]['mean']:.3f} +- {s[m]['std']:.3f}".rjust(15) for m in METRICS)
+    )
+    return "\n".join(lines)
+
+
+def predict_study(
+    run_dir: str | Path,
+    study_dir: str | Path,
+    out: str | Path,
+    probabilities: bool = False,
+    device: str = "auto",
+    overwrite: bool = False,
+) -> Path:
+    """Segment one study folder; writes a mask (uint8) or probabilities (float32) NIfTI with
+    the study's own header and geometry."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; remove it or choose another --out")
+    predictor = Predictor(run_dir, device)
+    study = load_study(study_dir, require_mask=False)
+    images, _, _ = preprocess_study(study, predictor.size)
+    probs = to_native(predictor(images), study.shape)
+    if probabilities:
+        return write_like(study, probs, out, np.float32)
+    return write_like(study, (probs > THRESHOLD).astype(np.uint8), out, np.uint8)

@@ -1,0 +1,95 @@
+"""Per-study segmentation metrics at the study's native resolution (SPEC §1, Evaluation).
+
+All take boolean ``(X, Y, Z)`` volumes of one study; distances use the voxel spacing (mm) and
+volumes the voxel volume (mL). The ISLES challenge ranks on these five.
+
+Empty-mask conventions (real ISLES 2018 training studies all have a lesion, but a model may
+predict nothing, and a hand-made study may have no lesion):
+
+- **Dice**: 1 when both masks are empty (nothing to find, nothing found), else
+  ``2|P & T| / (|P| + |T|)``.
+- **precision** ``|P & T| / |P|``: 1 when both are empty, 0 when only the prediction is empty
+  (a model that finds nothing gets no credit).
+- **recall** ``|P & T| / |T|``: 1 when the truth is empty.
+- **HD95**: symmetric 95th-percentile Hausdorff distance between the two surfaces, as MONAI
+  computes it: the larger of the two directed 95th percentiles of surface-to-surface distance.
+  0 when both are empty, NaN when exactly one is (summaries average the finite values and say
+  how many there were).
+- **AVD**: absolute volume difference ``| |P| - |T| |`` in mL.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage
+
+METRICS = ("dice", "precision", "recall", "hd95", "avd")
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    p, t = pred.astype(bool), truth.astype(bool)
+    total = p.sum() + t.sum()
+    return 1.0 if total == 0 else float(2 * (p & t).sum() / total)
+
+
+def precision(pred: np.ndarray, truth: np.ndarray) -> float:
+    p, t = pred.astype(bool), truth.astype(bool)
+    if not p.any():
+        return 1.0 if not t.any() else 0.0
+    return float((p & t).sum() / p.sum())
+
+
+def recall(pred: np.ndarray, truth: np.ndarray) -> float:
+    p, t = pred.astype(bool), truth.astype(bool)
+    return 1.0 if not t.any() else float((p & t).sum() / t.sum())
+
+
+def surface(mask: np.ndarray) -> np.ndarray:
+    """Boundary voxels: in the mask, with a face neighbour outside it (or at the array edge)."""
+    return mask & ~ndimage.binary_erosion(mask)
+
+
+def hd95(pred: np.ndarray, truth: np.ndarray, spacing) -> float:
+    """Symmetric 95th-percentile Hausdorff distance in mm (see the module docstring)."""
+    p, t = pred.astype(bool), truth.astype(bool)
+    if not p.any() and not t.any():
+        return 0.0
+    if not p.any() or not t.any():
+        return math.nan
+    sp, st = surface(p), surface(t)
+    to_t = ndimage.distance_transform_edt(~st, sampling=spacing)[sp]
+    to_p = ndimage.distance_transform_edt(~sp, sampling=spacing)[st]
+    return float(max(np.percentile(to_t, 95), np.percentile(to_p, 95)))
+
+
+def avd(pred: np.ndarray, truth: np.ndarray, spacing) -> float:
+    """Absolute volume difference in mL."""
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    return abs(int(pred.astype(bool).sum()) - int(truth.astype(bool).sum())) * voxel_ml
+
+
+def study_metrics(pred: np.ndarray, truth: np.ndarray, spacing) -> dict[str, float]:
+    """All of :data:`METRICS` for one study."""
+    return {
+        "dice": dice(pred, truth),
+        "precision": precision(pred, truth),
+        "recall": recall(pred, truth),
+        "hd95": hd95(pred, truth, spacing),
+        "avd": avd(pred, truth, spacing),
+    }
+
+
+def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean, std (population, as the paper's tables) and count of the finite values per metric."""
+    out = {}
+    for m in METRICS:
+        v = np.array([r[m] for r in rows], float)
+        v = v[np.isfinite(v)]
+        out[m] = {
+            "mean": float(v.mean()) if len(v) else math.nan,
+            "std": float(v.std()) if len(v) else math.nan,
+            "n": int(len(v)),
+        }
+    return out
