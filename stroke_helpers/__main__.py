@@ -48,6 +48,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--probabilities", action="store_true", help="write probabilities instead of a mask")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     p.add_argument("--device", default="auto")
+    r = sub.add_parser("reproduce", help="the main job: data, the experiment grid, cascades, notebooks, report")
+    r.add_argument("--preset", default="cpu", choices=list(PRESETS))
+    r.add_argument("--data", help="ISLES-layout folder; generated when it has no TRAINING/ (default: DATA/synthetic)")
+    r.add_argument("--out", help="results folder (default: results/PRESET)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--skip-notebooks", action="store_true")
+    r.add_argument("--no-progress", action="store_true")
     return ap
 
 
@@ -70,6 +77,36 @@ def _config(args, **switches):
     )
 
 
+def reproduce(args) -> None:
+    import os
+    import time
+
+    from .download import data_dir
+    from .experiments import Grid, run_notebooks, write_report
+    from .phantom import generate_dataset
+
+    t0, seconds = time.perf_counter(), {}
+    smoke = args.preset == "smoke"
+    data = Path(args.data) if args.data else data_dir(None) / ("synthetic_smoke" if smoke else "synthetic")
+    out = Path(args.out or Path("results") / args.preset)
+    if not (data / "TRAINING").is_dir():
+        print(f"generating the synthetic dataset in {data}", flush=True)
+        cases = (10, 2) if smoke else (94, 62)
+        generate_dataset(data, *cases, seed=args.seed, workers=os.cpu_count() or 1, progress=not args.no_progress)
+        seconds["dataset"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    Grid(data, out, args.preset, args.seed, progress=not args.no_progress).run_all()
+    seconds["experiment grid and cascades"] = time.perf_counter() - t1
+    if not args.skip_notebooks:
+        t2 = time.perf_counter()
+        params = {"preset": args.preset, "data": str(data.resolve()), "results": str(out.resolve())}
+        run_notebooks(Path(__file__).resolve().parents[1] / "notebooks", out, params)
+        seconds["notebooks"] = time.perf_counter() - t2
+    seconds["total"] = time.perf_counter() - t0
+    figures = sorted((out / "figures").glob("*.png"))
+    print(f"report: {write_report(out, data, args.preset, seconds, figures)}")
+
+
 def run(args) -> None:
     if args.command == "train":
         from .train import train
@@ -87,6 +124,8 @@ def run(args) -> None:
         from .inference import predict_study
 
         print(predict_study(args.run, args.study, args.out, args.probabilities, args.device, overwrite=args.force))
+    elif args.command == "reproduce":
+        reproduce(args)
 
 
 def main(argv=None) -> int:

@@ -18,14 +18,8 @@ from tqdm.auto import tqdm
 
 from .datasets import brain_mask
 from .isles import discover_cases, load_study
+from .metrics import dice, precision
 from .perfusion import core_rcbf, tissue_mask
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two binary masks; 1.0 when both are empty."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
 
 
 def classical_baseline(
@@ -42,7 +36,7 @@ def classical_baseline(
             {
                 "study": study.name,
                 "dice": dice(core, ot),
-                "precision": float((core & ot).sum() / core.sum()) if core.any() else 0.0,
+                "precision": precision(core, ot),
                 "core_ml": float(core.sum()) * study.voxel_ml,
                 "lesion_ml": study.lesion_ml,
             }

@@ -86,3 +86,172 @@ def study_figure(volumes: dict[str, np.ndarray], z: int, mask: np.ndarray | None
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def modality_histograms(studies, modalities=("CT", "CBF", "CBV", "MTT", "Tmax"), bins: int = 60):
+    """Intensity histograms of brain voxels per modality (lesion vs the rest), raw units."""
+    from .datasets import brain_mask
+
+    fig, axes = plt.subplots(1, len(modalities), figsize=(3.2 * len(modalities), 2.8))
+    for ax, m in zip(np.atleast_1d(axes), modalities):
+        inside, lesion = [], []
+        for s in studies:
+            brain = brain_mask(s)
+            les = s.mask.astype(bool) if s.mask is not None else np.zeros_like(brain)
+            inside.append(s.images[m][brain & ~les])
+            lesion.append(s.images[m][brain & les])
+        lo, hi = WINDOWS[m] if m not in ("CBF", "CBV") else (0, np.percentile(np.concatenate(inside), 99.5))
+        kw = {"bins": bins, "range": (lo, hi), "density": True, "histtype": "step"}
+        ax.hist(np.concatenate(inside), label="brain", **kw)
+        ax.hist(np.concatenate(lesion), label="lesion", color="red", **kw)
+        ax.set_title(m)
+        ax.set_yticks([])
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def lesion_volume_histogram(volumes_ml, reference_median: float | None = 15.2):
+    """Distribution of lesion volumes (mL), with ISLES 2018's median marked."""
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.hist(volumes_ml, bins=20, color="gray")
+    ax.axvline(np.median(volumes_ml), color="k", label=f"median {np.median(volumes_ml):.1f} mL")
+    if reference_median is not None:
+        ax.axvline(reference_median, color="red", ls="--", label=f"ISLES 2018 median {reference_median} mL")
+    ax.set_xlabel("lesion volume (mL)")
+    ax.set_ylabel("studies")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def time_curves(times: np.ndarray, curves: dict[str, np.ndarray]):
+    """Time-attenuation curves (HU above baseline) of the arterial input and tissue voxels."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for name, c in curves.items():
+        ax = axes[0] if name.lower().startswith("arter") else axes[1]
+        ax.plot(times, c - c[:2].mean(), label=name)
+    axes[0].set_title("arterial input")
+    axes[1].set_title("tissue")
+    for ax in axes:
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("enhancement (HU)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def maps_side_by_side(provided: dict[str, np.ndarray], recomputed: dict[str, np.ndarray], z: int):
+    """Provided maps (top) and maps recomputed from the 4D series (bottom), same windows."""
+    names = [m for m in ("CBF", "CBV", "MTT", "Tmax") if m in provided and m in recomputed]
+    fig, axes = plt.subplots(2, len(names), figsize=(3 * len(names), 6))
+    for j, m in enumerate(names):
+        for i, (label, vols) in enumerate((("provided", provided), ("recomputed", recomputed))):
+            v = vols[m]
+            hi = WINDOWS[m][1] if m in ("MTT", "Tmax") else float(np.percentile(v[v > 0], 99)) if (v > 0).any() else 1
+            axes[i, j].imshow(axial(v, z), cmap="magma", vmin=0, vmax=hi, origin="lower")
+            axes[i, j].set_title(f"{m} {label}")
+            axes[i, j].axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(histories: dict[str, list[dict]]):
+    """Training loss and validation Dice per epoch for several runs."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for name, h in histories.items():
+        epochs = [r["epoch"] for r in h]
+        axes[0].plot(epochs, [r["train_loss"] for r in h], marker=".", label=name)
+        axes[1].plot(epochs, [r["val_dice"] for r in h], marker=".", label=name)
+    axes[0].set_title("training loss")
+    axes[1].set_title("validation Dice (per study, training resolution)")
+    axes[1].set_ylim(0, 1)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _outline(ax, image, truth, pred=None, title=""):
+    ax.imshow(image.T, cmap="gray", origin="lower", vmin=0, vmax=1)
+    if truth.any():
+        ax.contour(truth.T, levels=[0.5], colors="red", linewidths=1)
+    if pred is not None and pred.any():
+        ax.contour(pred.T, levels=[0.5], colors="#3399ff", linewidths=1)
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+
+
+def level_outputs(image: np.ndarray, truth: np.ndarray, levels: np.ndarray, weights=None):
+    """The six deep-supervision outputs (probabilities), bottleneck (level 6) to level 1."""
+    fig, axes = plt.subplots(1, len(levels) + 1, figsize=(2.4 * (len(levels) + 1), 2.7))
+    _outline(axes[0], image, truth, title="input + expert (red)")
+    for k, (ax, p) in enumerate(zip(axes[1:], levels)):
+        ax.imshow(p.T, cmap="viridis", vmin=0, vmax=1, origin="lower")
+        level = len(levels) - k
+        ax.set_title(f"level {level}" + (f" (W={weights[k]})" if weights is not None else ""), fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def segmentation_grid(grid: list[list[dict | None]], row_labels=(), col_labels=()):
+    """Panels like the paper's Figures 2-4: expert contour red, prediction blue, Dice in each.
+
+    ``grid[r][c]``: ``image (S, S)``, ``truth``, ``pred`` (binary) and optionally ``dice``
+    (computed on the slice when absent); ``None`` leaves a panel empty.
+    """
+    from .metrics import dice
+
+    rows, cols = len(grid), max(len(r) for r in grid)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.5 * rows), squeeze=False)
+    for r, row in enumerate(grid):
+        for c in range(cols):
+            ax, p = axes[r, c], row[c] if c < len(row) else None
+            if p is None:
+                ax.axis("off")
+                continue
+            d = p.get("dice", dice(p["pred"], p["truth"]))
+            _outline(ax, p["image"], p["truth"], p["pred"], f"Dice {d:.2f}")
+            if r == 0 and c < len(col_labels):
+                ax.set_title(f"{col_labels[c]}\nDice {d:.2f}", fontsize=9)
+            if c == 0 and r < len(row_labels):
+                ax.text(
+                    -0.08, 0.5, row_labels[r], transform=ax.transAxes, rotation=90, va="center", ha="right", fontsize=9
+                )
+    fig.tight_layout()
+    return fig
+
+
+def synthetic_map_figure(channels: dict[str, np.ndarray], ms: np.ndarray, truth: np.ndarray):
+    """The synthetic map ``Ms`` beside CT and the perfusion maps (the paper's Figure 4)."""
+    names = list(channels)
+    fig, axes = plt.subplots(1, len(names) + 1, figsize=(2.6 * (len(names) + 1), 2.9))
+    for ax, name in zip(axes, names):
+        ax.imshow(channels[name].T, cmap="gray" if name == "CT" else "magma", origin="lower")
+        ax.set_title(name)
+    axes[-1].imshow(ms.T, cmap="inferno", origin="lower", vmin=0, vmax=1.5)
+    axes[-1].set_title("synthetic map Ms")
+    for ax in axes:
+        if truth.any():
+            ax.contour(truth.T, levels=[0.5], colors="red", linewidths=0.7)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def class_weight_figure(image: np.ndarray, truth: np.ndarray, weights: np.ndarray):
+    """A slice, its mask and its class-weight map ``C``."""
+    fig, axes = plt.subplots(1, 3, figsize=(8, 2.9))
+    axes[0].imshow(image.T, cmap="gray", origin="lower")
+    axes[0].set_title("input")
+    axes[1].imshow(truth.T, cmap="gray", origin="lower")
+    axes[1].set_title("expert mask Y")
+    im = axes[2].imshow(weights.T, cmap="coolwarm", vmin=0, vmax=1, origin="lower")
+    axes[2].set_title("class weights C")
+    fig.colorbar(im, ax=axes[2], fraction=0.046)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

@@ -110,6 +110,14 @@ def evaluate(run_dir: str | Path, split: str = "val", device: str = "auto", prog
     return result
 
 
+def predict_arrays(run_dir: str | Path, arrays, names: list[str] | None = None, device: str = "auto") -> dict:
+    """Probabilities ``{study: (Z, S, S)}`` at the training resolution for studies of
+    ``arrays`` (default: the run's validation studies); what the notebooks' figures show."""
+    predictor = Predictor(run_dir, device)
+    names = predictor.split["val"] if names is None else names
+    return {arrays.studies[i]: predictor(arrays.images[arrays.study_index == i]) for i in study_indices(arrays, names)}
+
+
 def load_study_truth(data: Path, name: str):
     """A study with its mask (header, spacing): TESTING masks come from the phantom's ``truth/``."""
     if not name.startswith("TESTING/"):

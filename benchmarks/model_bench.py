@@ -1,0 +1,203 @@
+"""Training and inference speed of the cross-attention autoencoder (prints a table, writes JSON).
+
+    python benchmarks/model_bench.py [--out benchmarks/results/model_<device>.json] [--quick]
+
+Measured in one run, so ratios are comparable even on a noisy machine:
+
+- the machine's matmul peak (fp32 and bf16, large square matmuls);
+- training steps (forward, multilevel loss, backward, AdamW; batch 8) of our model and of
+  MONAI's ``AttentionUnet`` (the field's standard attention U-Net) at the same widths, input and
+  sizes (128 and 224 px), in the default fp32 NCHW and with bf16 autocast + channels_last;
+  achieved GFLOP/s from ``torch.utils.flop_counter`` (fwd + bwd);
+- the paper-size model (widths 32 .. 1024, 224 px) against the matmul peak;
+- inference of a 22-slice 256 x 256 study with the ``cpu`` preset, resizing included.
+
+Goals (ISSUE 4, 2-core CPU): >= 2x MONAI's fp32 throughput at equal widths; paper-size model
+>= 25 % of the bf16 matmul peak; a 22-slice study in < 1 s with the cpu preset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from stroke_helpers.loss import multilevel_loss
+from stroke_helpers.model import PAPER_WIDTHS, CrossAttentionAutoencoder
+from stroke_helpers.presets import PRESETS
+from stroke_helpers.train import bf16_supported, resolve_device
+
+BATCH = 8
+WIDTHS = (16, 32, 64, 128, 256, 512)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak(device, dtype, n=2048, seconds=2.0) -> float:
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    sync(device)
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+class Monai(torch.nn.Module):
+    """MONAI AttentionUnet with our loss interface (one full-resolution output)."""
+
+    def __init__(self, widths):
+        super().__init__()
+        from monai.networks.nets import AttentionUnet
+
+        self.net = AttentionUnet(2, 5, 1, channels=widths, strides=(2,) * (len(widths) - 1))
+
+    def forward(self, x, levels=False):
+        return [self.net(x)]
+
+
+def make(kind, widths):
+    if kind == "ours":
+        return CrossAttentionAutoencoder(5, widths)
+    return Monai(widths)
+
+
+def train_step_fn(model, x, y, dtype):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ours = isinstance(model, CrossAttentionAutoencoder)
+
+    def step():
+        with torch.autocast(x.device.type, dtype or torch.float32, enabled=dtype is not None):
+            out = model(x, levels=True)
+            loss = multilevel_loss(out.levels if ours else out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def bench_training(kind, widths, size, mode, device, steps) -> dict:
+    torch.manual_seed(0)
+    model = make(kind, widths).to(device)
+    x = torch.randn(BATCH, 5, size, size, device=device)
+    y = (torch.rand(BATCH, 1, size, size, device=device) > 0.95).float()
+    dtype = torch.bfloat16 if mode == "bf16+cl" else None
+    if mode == "bf16+cl":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    step = train_step_fn(model, x, y, dtype)
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    step()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    dt = (time.perf_counter() - t0) / steps
+    return {
+        "model": kind,
+        "widths": list(widths),
+        "size": size,
+        "mode": mode,
+        "slices_per_s": BATCH / dt,
+        "gflop_per_step": flops / 1e9,
+        "gflop_per_s": flops / dt / 1e9,
+    }
+
+
+def bench_inference(device, repeats=5) -> float:
+    """Seconds to predict a 22-slice 256 x 256 study with the cpu preset (resizing included)."""
+    preset = PRESETS["cpu"]
+    model = CrossAttentionAutoencoder(5, preset.widths).to(device, memory_format=torch.channels_last).eval()
+    study = torch.rand(22, 5, 256, 256)
+
+    def predict():
+        with torch.no_grad():
+            x = F.interpolate(study, size=(preset.size,) * 2, mode="bilinear", antialias=True).to(device)
+            p = torch.sigmoid(model(x.contiguous(memory_format=torch.channels_last)).logits)
+            return F.interpolate(p.cpu(), size=(256, 256), mode="bilinear") > 0.5
+
+    predict()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        predict()
+    return (time.perf_counter() - t0) / repeats
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--quick", action="store_true", help="128 px only, one timed step")
+    args = ap.parse_args(argv)
+    device = resolve_device(args.device)
+    steps = 1 if args.quick else (10 if device.type == "cuda" else 2)
+    peak = {"fp32": matmul_peak(device, torch.float32), "bf16": matmul_peak(device, torch.bfloat16)}
+    print(
+        f"{device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
+        f"bf16 units: {bf16_supported(device)}; matmul peak fp32 {peak['fp32']:.0f}, bf16 {peak['bf16']:.0f} GFLOP/s"
+    )
+    rows = []
+    print(f"{'model':<7}{'widths':<22}{'size':>5} {'mode':<9}{'slices/s':>9}{'GFLOP/s':>9}{'% peak':>8}")
+    configs = [
+        (k, WIDTHS, s, m)
+        for s in ((128,) if args.quick else (128, 224))
+        for k in ("ours", "monai")
+        for m in ("fp32", "bf16+cl")
+    ]
+    configs += [("ours", PAPER_WIDTHS, 224, m) for m in ("fp32", "bf16+cl")] if not args.quick else []
+    for kind, widths, size, mode in configs:
+        r = bench_training(kind, widths, size, mode, device, steps)
+        r["percent_of_peak"] = 100 * r["gflop_per_s"] / peak["bf16" if mode == "bf16+cl" else "fp32"]
+        rows.append(r)
+        print(
+            f"{kind:<7}{str(widths):<22}{size:>5} {mode:<9}{r['slices_per_s']:>9.1f}{r['gflop_per_s']:>9.0f}{r['percent_of_peak']:>7.0f}%",
+            flush=True,
+        )
+    inference = bench_inference(device)
+    print(f"inference, 22-slice 256x256 study, cpu preset: {inference:.3f} s")
+
+    def best(kind, size):
+        return max(
+            r["slices_per_s"] for r in rows if r["model"] == kind and r["size"] == size and r["widths"] == list(WIDTHS)
+        )
+
+    speedups = {
+        s: best("ours", s)
+        / min(r["slices_per_s"] for r in rows if r["model"] == "monai" and r["size"] == s and r["mode"] == "fp32")
+        for s in {r["size"] for r in rows}
+    }
+    for s, v in sorted(speedups.items()):
+        print(f"ours (best mode) / MONAI fp32 at {s} px: {v:.2f}x (goal >= 2)")
+    result = {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "bf16_units": bf16_supported(device),
+        "matmul_peak_gflops": peak,
+        "training": rows,
+        "speedup_vs_monai_fp32": speedups,
+        "inference_22_slices_s": inference,
+    }
+    out = args.out or Path(__file__).parent / "results" / f"model_{device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

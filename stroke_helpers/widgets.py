@@ -1,0 +1,177 @@
+"""Interactive viewers for the notebooks (after SimpleITK-Notebooks' ``gui.py``).
+
+Each viewer is a small class that owns its ipywidgets, ``observe``s them and redraws into an
+``Output``; the drawing itself is a pure function (arrays in, a matplotlib Figure out) that tests
+and headless runs call directly. ``viewer.figure()`` gives the current view as a static figure,
+which is what a notebook rendered on GitHub (or run by papermill) shows.
+"""
+
+from __future__ import annotations
+
+import ipywidgets as W
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .figures import WINDOWS, axial
+from .isles import MODALITIES, Study
+from .metrics import dice, precision
+
+
+def draw_slice(study: Study, modality: str, z: int, window: tuple[float, float], overlay: bool = True):
+    """One modality of one slice in a display window, the lesion outlined in red."""
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    ax.imshow(
+        axial(study.images[modality], z),
+        cmap="gray" if modality == "CT" else "magma",
+        vmin=window[0],
+        vmax=window[1],
+        origin="lower",
+    )
+    if overlay and study.mask is not None and study.mask[:, :, z].any():
+        ax.contour(axial(study.mask, z), levels=[0.5], colors="red", linewidths=1)
+    ax.set_title(f"{study.name}  {modality}  z={z}")
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+class _Viewer:
+    """Owns ``self.controls`` and an ``Output``; subclasses define ``figure()``."""
+
+    def __init__(self, controls: list[W.Widget]):
+        self.controls = controls
+        self.output = W.Output()
+        for c in controls:
+            c.observe(self._redraw, names="value")
+        self.widget = W.VBox([W.HBox(controls), self.output])
+
+    def figure(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _redraw(self, _change=None) -> None:
+        with self.output:
+            self.output.clear_output(wait=True)
+            fig = self.figure()
+            plt.show()
+            plt.close(fig)
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        self._redraw()
+        display(self.widget)
+
+
+class StudyBrowser(_Viewer):
+    """Browse studies: study, modality, slice, display window and lesion overlay."""
+
+    def __init__(self, studies: list[Study]):
+        if not studies:
+            raise ValueError("StudyBrowser needs at least one study")
+        self.studies = {s.name: s for s in studies}
+        first = studies[0]
+        self.study = W.Dropdown(options=list(self.studies), description="study")
+        self.modality = W.Dropdown(options=[m for m in MODALITIES if m in first.images], value="CT", description="map")
+        self.z = W.IntSlider(0, 0, first.n_slices - 1, description="slice")
+        self.window = W.FloatRangeSlider(value=WINDOWS["CT"], min=-100, max=1500, step=1, description="window")
+        self.overlay = W.Checkbox(True, description="lesion")
+        self.study.observe(self._on_study, names="value")
+        self.modality.observe(self._on_modality, names="value")
+        super().__init__([self.study, self.modality, self.z, self.window, self.overlay])
+
+    def _on_study(self, change) -> None:
+        self.z.max = self.studies[change["new"]].n_slices - 1
+
+    def _on_modality(self, change) -> None:
+        study = self.studies[self.study.value]
+        lo, hi = WINDOWS[change["new"]]
+        if change["new"] in ("CBF", "CBV"):  # uncalibrated: the study's own 99th percentile
+            v = study.images[change["new"]]
+            hi = float(np.percentile(v[v > 0], 99)) if (v > 0).any() else 1.0
+        self.window.max = max(self.window.max, hi)
+        self.window.value = (lo, hi)
+
+    def figure(self):
+        return draw_slice(
+            self.studies[self.study.value], self.modality.value, self.z.value, self.window.value, self.overlay.value
+        )
+
+
+def draw_attention(image: np.ndarray, mask: np.ndarray, attention: dict[int, np.ndarray], level: int, title: str = ""):
+    """An input slice with the lesion outline, and the attention map of one decoder level.
+
+    ``image``, ``mask``: ``(S, S)``; ``attention``: ``{level: (h, w)}`` maps in [0, 1].
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
+    axes[0].imshow(image.T, cmap="gray", origin="lower")
+    axes[0].set_title(title or "input")
+    a = attention[level]
+    im = axes[1].imshow(
+        a.T, cmap="viridis", vmin=0, vmax=1, origin="lower", extent=(0, image.shape[0], 0, image.shape[1])
+    )
+    axes[1].set_title(f"attention, level {level} ({a.shape[0]}x{a.shape[1]})")
+    for ax in axes:
+        if mask.any():
+            ax.contour(mask.T, levels=[0.5], colors="red", linewidths=0.8)
+        ax.axis("off")
+    fig.colorbar(im, ax=axes[1], fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+class AttentionExplorer(_Viewer):
+    """Pick a decoder level and a slice; shows that level's attention map over the slice.
+
+    ``images (N, S, S)`` (one channel to show), ``masks (N, S, S)``, ``attention``:
+    ``{level: (N, h, w)}`` arrays (from ``model(x, attention=True)``).
+    """
+
+    def __init__(self, images: np.ndarray, masks: np.ndarray, attention: dict[int, np.ndarray]):
+        self.images, self.masks, self.attention = images, masks, attention
+        self.level = W.Dropdown(options=sorted(attention), value=min(attention), description="level")
+        self.index = W.IntSlider(0, 0, len(images) - 1, description="slice")
+        super().__init__([self.level, self.index])
+
+    def figure(self):
+        i = self.index.value
+        maps = {lvl: a[i] for lvl, a in self.attention.items()}
+        return draw_attention(self.images[i], self.masks[i], maps, self.level.value, f"slice {i}")
+
+
+def threshold_sweep(probabilities: list[np.ndarray], truths: list[np.ndarray], thresholds: np.ndarray):
+    """Mean per-study Dice and precision at each threshold: two arrays like ``thresholds``."""
+    d = np.array([[dice(p > t, m) for p, m in zip(probabilities, truths)] for t in thresholds]).mean(axis=1)
+    pr = np.array([[precision(p > t, m) for p, m in zip(probabilities, truths)] for t in thresholds]).mean(axis=1)
+    return d, pr
+
+
+def draw_threshold_curve(thresholds: np.ndarray, dice_curve: np.ndarray, precision_curve: np.ndarray, current: float):
+    """Dice and precision against the threshold, the current threshold marked."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.plot(thresholds, dice_curve, label="Dice")
+    ax.plot(thresholds, precision_curve, label="precision")
+    i = int(np.argmin(np.abs(thresholds - current)))
+    ax.axvline(current, color="gray", ls="--")
+    ax.set_title(f"threshold {current:.2f}: Dice {dice_curve[i]:.3f}, precision {precision_curve[i]:.3f}")
+    ax.set_xlabel("threshold")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+class ThresholdExplorer(_Viewer):
+    """A threshold slider over per-study probabilities: Dice and precision against it."""
+
+    def __init__(
+        self, probabilities: list[np.ndarray], truths: list[np.ndarray], thresholds=np.linspace(0.05, 0.95, 19)
+    ):
+        self.thresholds = np.asarray(thresholds)
+        self.dice, self.precision = threshold_sweep(probabilities, truths, self.thresholds)
+        self.threshold = W.FloatSlider(
+            0.5, min=float(self.thresholds[0]), max=float(self.thresholds[-1]), step=0.05, description="threshold"
+        )
+        super().__init__([self.threshold])
+
+    def figure(self):
+        return draw_threshold_curve(self.thresholds, self.dice, self.precision, self.threshold.value)
