@@ -163,10 +163,8 @@ def draw_threshold_curve(thresholds: np.ndarray, dice_curve: np.ndarray, precisi
 class ThresholdExplorer(_Viewer):
     """A threshold slider over per-study probabilities: Dice and precision against it."""
 
-    def __init__(
-        self, probabilities: list[np.ndarray], truths: list[np.ndarray], thresholds=np.linspace(0.05, 0.95, 19)
-    ):
-        self.thresholds = np.asarray(thresholds)
+    def __init__(self, probabilities: list[np.ndarray], truths: list[np.ndarray], thresholds=None):
+        self.thresholds = np.linspace(0.05, 0.95, 19) if thresholds is None else np.asarray(thresholds)
         self.dice, self.precision = threshold_sweep(probabilities, truths, self.thresholds)
         self.threshold = W.FloatSlider(
             0.5, min=float(self.thresholds[0]), max=float(self.thresholds[-1]), step=0.05, description="threshold"
