@@ -79,10 +79,9 @@ def stage1_maps(run_dir: Path, arrays: SliceArrays, slices: np.ndarray, device) 
     channels = [MODALITIES.index(m) for m in config.modalities]
     split = json.loads((run_dir / "split.json").read_text())
     train_slices = np.flatnonzero(np.isin(arrays.study_index, study_indices(arrays, split["train"])))
-    raw_train = synthetic_map(model, arrays.images[train_slices][:, channels], device, dtype)
-    scale = ms_scale(raw_train, arrays.brains[train_slices])
-    raw = synthetic_map(model, arrays.images[slices][:, channels], device, dtype)
-    return normalise_ms(raw, scale), scale
+    raw = synthetic_map(model, arrays.images[:, channels], device, dtype)  # one pass over every slice
+    scale = ms_scale(raw[train_slices], arrays.brains[train_slices])
+    return normalise_ms(raw[slices], scale), scale
 
 
 def _folds(train_names: list[str], patients: dict[str, str | None], k: int, seed: int) -> list[list[str]]:

@@ -15,6 +15,15 @@ from .datasets import inside_skull
 WINDOWS = {"CT": (0, 100), "CBF": (0, 1000), "CBV": (0, 100), "MTT": (0, 20), "Tmax": (0, 20)}
 
 
+def display_window(modality: str, volume: np.ndarray) -> tuple[float, float]:
+    """The display window of SPEC §2; CBF and CBV are uncalibrated, so their upper end is the
+    volume's own 99th percentile of positive voxels."""
+    lo, hi = WINDOWS[modality]
+    if modality in ("CBF", "CBV"):
+        hi = float(np.percentile(volume[volume > 0], 99)) if (volume > 0).any() else 1.0
+    return lo, hi
+
+
 def axial(volume: np.ndarray, z: int) -> np.ndarray:
     """The axial slice ``z`` ready for ``imshow(origin="lower")``."""
     return volume[:, :, z].T
@@ -75,9 +84,7 @@ def study_figure(volumes: dict[str, np.ndarray], z: int, mask: np.ndarray | None
     names = [m for m in ("CT", "CBF", "CBV", "MTT", "Tmax") if m in volumes]
     fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 3.2))
     for ax, m in zip(np.atleast_1d(axes), names):
-        lo, hi = WINDOWS[m]
-        if m in ("CBF", "CBV"):  # uncalibrated: window on the study's own range
-            hi = float(np.percentile(volumes[m][volumes[m] > 0], 99)) if (volumes[m] > 0).any() else 1
+        lo, hi = display_window(m, volumes[m])
         ax.imshow(axial(volumes[m], z), cmap="gray" if m == "CT" else "magma", vmin=lo, vmax=hi, origin="lower")
         if mask is not None and mask[:, :, z].any():
             ax.contour(axial(mask, z), levels=[0.5], colors="red", linewidths=0.8)
@@ -148,7 +155,7 @@ def maps_side_by_side(provided: dict[str, np.ndarray], recomputed: dict[str, np.
     for j, m in enumerate(names):
         for i, (label, vols) in enumerate((("provided", provided), ("recomputed", recomputed))):
             v = vols[m]
-            hi = WINDOWS[m][1] if m in ("MTT", "Tmax") else float(np.percentile(v[v > 0], 99)) if (v > 0).any() else 1
+            hi = display_window(m, v)[1]
             axes[i, j].imshow(axial(v, z), cmap="magma", vmin=0, vmax=hi, origin="lower")
             axes[i, j].set_title(f"{m} {label}")
             axes[i, j].axis("off")

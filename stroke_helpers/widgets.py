@@ -12,7 +12,7 @@ import ipywidgets as W
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .figures import WINDOWS, axial
+from .figures import WINDOWS, axial, display_window
 from .isles import MODALITIES, Study
 from .metrics import dice, precision
 
@@ -83,11 +83,7 @@ class StudyBrowser(_Viewer):
         self.z.max = self.studies[change["new"]].n_slices - 1
 
     def _on_modality(self, change) -> None:
-        study = self.studies[self.study.value]
-        lo, hi = WINDOWS[change["new"]]
-        if change["new"] in ("CBF", "CBV"):  # uncalibrated: the study's own 99th percentile
-            v = study.images[change["new"]]
-            hi = float(np.percentile(v[v > 0], 99)) if (v > 0).any() else 1.0
+        lo, hi = display_window(change["new"], self.studies[self.study.value].images[change["new"]])
         self.window.max = max(self.window.max, hi)
         self.window.value = (lo, hi)
 

@@ -64,10 +64,7 @@ def test_training_is_deterministic_and_learns(phantom_root, tmp_path):
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(phantom_root, tmp_path):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    cmd = [
-        sys.executable,
-        "-m",
-        "stroke_helpers",
+    argv = [
         "train",
         "--data",
         str(phantom_root),
@@ -79,6 +76,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(phantom_root, tmp_pat
         str(killed),
         "--no-progress",
     ]
+    cmd = [sys.executable, "-m", "stroke_helpers", *argv]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (killed / "history.csv").exists() and time.time() < deadline:
@@ -87,24 +85,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(phantom_root, tmp_pat
     proc.wait()
     done = len(read_history(killed))
     assert 1 <= done <= 4
-    assert (
-        main(
-            [
-                "train",
-                "--data",
-                str(phantom_root),
-                "--preset",
-                "smoke",
-                "--epochs",
-                "4",
-                "--out",
-                str(killed),
-                "--resume",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert main([*argv, "--resume"]) == 0
     assert [r["epoch"] for r in read_history(killed)] == [1, 2, 3, 4]
     resumed, _ = load_model(killed, "last")
     reference = train(smoke(phantom_root, clean, epochs=4)).model
