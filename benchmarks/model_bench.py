@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from stroke_helpers.engine import bf16_supported, resolve_device
 from stroke_helpers.loss import multilevel_loss
 from stroke_helpers.model import PAPER_WIDTHS, CrossAttentionAutoencoder
 from stroke_helpers.presets import PRESETS
-from stroke_helpers.train import bf16_supported, resolve_device
 
 BATCH = 8
 WIDTHS = (16, 32, 64, 128, 256, 512)

@@ -1,13 +1,31 @@
 """Helpers for the stroke lesion segmentation tutorial.
 
-One concept per module:
+One job per module, in the order data flows through them:
 
-- :mod:`stroke_helpers.isles`     the ISLES 2018 layout on disk: discover, load, write, verify
-- :mod:`stroke_helpers.download`  fetch and unpack archives safely, resolve the data folder
-- :mod:`stroke_helpers.datasets`  normalisation, brain mask, cached 2D slice datasets, splits
-- :mod:`stroke_helpers.perfusion` indicator dilution, SVD deconvolution, perfusion maps, thresholds
-- :mod:`stroke_helpers.phantom`   the digital perfusion phantom (synthetic ISLES-layout dataset)
-- :mod:`stroke_helpers.figures`   figure-making functions the notebooks show
+- :mod:`stroke_helpers.isles`      the ISLES 2018 layout on disk: discover, load, write, verify; modality order
+- :mod:`stroke_helpers.download`   fetch and unpack archives safely, resolve the data folder
+- :mod:`stroke_helpers.perfusion`  indicator dilution, SVD deconvolution, perfusion maps, classical thresholds
+- :mod:`stroke_helpers.phantom`    the digital perfusion phantom (the synthetic ISLES-layout dataset)
+- :mod:`stroke_helpers.baseline`   the classical rCBF < 30 % core scored against the expert mask
+- :mod:`stroke_helpers.datasets`   normalisation, brain mask, resizing both ways, cached 2D slices, splits
+- :mod:`stroke_helpers.augment`    the paper's augmentations (MONAI), applied jointly to image and mask
+- :mod:`stroke_helpers.model`      the cross-attention autoencoder with multilevel refinement heads
+- :mod:`stroke_helpers.loss`       class-weight maps and the multilevel refinement loss
+- :mod:`stroke_helpers.metrics`    per-study Dice, precision, recall, HD95, AVD; threshold sweeps
+- :mod:`stroke_helpers.presets`    the ``paper``, ``cpu`` and ``smoke`` settings (and the smoke dataset)
+- :mod:`stroke_helpers.engine`     device, precision, distributed set-up, batched forward passes
+- :mod:`stroke_helpers.runs`       a run's configuration and its folder: config, split, history, checkpoints
+- :mod:`stroke_helpers.train`      the training loop
+- :mod:`stroke_helpers.cascade`    stage 1, the synthetic map ``Ms``, stage 2
+- :mod:`stroke_helpers.inference`  a trained run applied to studies: predict, evaluate at native resolution
+- :mod:`stroke_helpers.grid`       the experiment grid behind Tables 1 and 2, and the two cascades
+- :mod:`stroke_helpers.report`     every results table, built once from the runs' metrics
+- :mod:`stroke_helpers.chapters`   what the notebooks compute and where their data is; the notebook runner
+- :mod:`stroke_helpers.figures`    pure figure functions (arrays in, a matplotlib Figure out)
+- :mod:`stroke_helpers.widgets`    interactive viewers that own their widgets and draw with :mod:`figures`
+
+``python -m stroke_helpers`` is the command line (train, cascade, evaluate, predict, baseline,
+reproduce); ``data_download.py`` at the repository's top gets the data.
 """
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""Command line: ``python -m stroke_helpers {train,cascade,evaluate,predict,reproduce} ...``.
+"""Command line: ``python -m stroke_helpers {train,cascade,evaluate,predict,baseline,reproduce} ...``.
 
 The same functions the notebooks call. Bad arguments and bad input print one line starting
 with ``error:`` and exit with status 2; ``--help`` on any command lists its options.
@@ -48,6 +48,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--probabilities", action="store_true", help="write probabilities instead of a mask")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     p.add_argument("--device", default="auto")
+    b = sub.add_parser("baseline", help="score the classical rCBF < 30 %% core against OT per study")
+    b.add_argument("data", type=Path, help="ISLES-layout folder")
+    b.add_argument("--split", default="TRAINING", choices=["TRAINING", "TESTING"])
+    b.add_argument("--out", type=Path, help="also write the per-study rows and the summary to this JSON file")
     r = sub.add_parser("reproduce", help="the main job: data, the experiment grid, cascades, notebooks, report")
     r.add_argument("--preset", default="cpu", choices=list(PRESETS))
     r.add_argument("--data", help="ISLES-layout folder; generated when it has no TRAINING/ (default: DATA/synthetic)")
@@ -59,7 +63,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _config(args, **switches):
-    from .train import TrainConfig
+    from .runs import TrainConfig
 
     if not Path(args.data, "TRAINING").is_dir():
         raise FileNotFoundError(f"{args.data}: no TRAINING folder (generate one: python data_download.py synthetic)")
@@ -81,18 +85,22 @@ def reproduce(args) -> None:
     import os
     import time
 
+    from .chapters import run_notebooks
     from .download import data_dir
-    from .experiments import Grid, run_notebooks, write_report
+    from .grid import Grid
     from .phantom import generate_dataset
+    from .presets import get_preset
+    from .report import write_report
 
     t0, seconds = time.perf_counter(), {}
-    smoke = args.preset == "smoke"
-    data = Path(args.data) if args.data else data_dir(None) / ("synthetic_smoke" if smoke else "synthetic")
+    preset = get_preset(args.preset)
+    data = Path(args.data) if args.data else data_dir(None) / preset.dataset
     out = Path(args.out or Path("results") / args.preset)
     if not (data / "TRAINING").is_dir():
         print(f"generating the synthetic dataset in {data}", flush=True)
-        cases = (10, 2) if smoke else (94, 62)
-        generate_dataset(data, *cases, seed=args.seed, workers=os.cpu_count() or 1, progress=not args.no_progress)
+        generate_dataset(
+            data, *preset.cases, seed=args.seed, workers=os.cpu_count() or 1, progress=not args.no_progress
+        )
         seconds["dataset"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     Grid(data, out, args.preset, args.seed, progress=not args.no_progress).run_all()
@@ -124,6 +132,10 @@ def run(args) -> None:
         from .inference import predict_study
 
         print(predict_study(args.run, args.study, args.out, args.probabilities, args.device, overwrite=args.force))
+    elif args.command == "baseline":
+        from .baseline import report_baseline
+
+        report_baseline(args.data, args.split, args.out)
     elif args.command == "reproduce":
         reproduce(args)
 
@@ -131,7 +143,7 @@ def run(args) -> None:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     from .isles import IslesError
-    from .train import RunError
+    from .runs import RunError
 
     try:
         run(args)

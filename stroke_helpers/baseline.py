@@ -1,6 +1,6 @@
 """The classical baseline: RAPID-style core (relative CBF < 30 %) from the provided maps, per study.
 
-    python -m stroke_helpers.baseline DATA_DIR [--split TRAINING] [--out FILE.json]
+    python -m stroke_helpers baseline DATA_DIR [--split TRAINING] [--out FILE.json]
 
 Works on real ISLES 2018 and on the phantom alike (it reads the maps through the loader). On real
 ISLES 2018 this baseline scores Dice 0.29 over the 94 training cases (SPEC §2); learned models
@@ -9,7 +9,6 @@ must beat it clearly.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -44,13 +43,9 @@ def classical_baseline(
     return rows
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description="Dice of the classical rCBF < 30 % core against OT")
-    ap.add_argument("data", type=Path)
-    ap.add_argument("--split", default="TRAINING")
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args(argv)
-    rows = classical_baseline(args.data, args.split)
+def report_baseline(data: str | Path, split: str = "TRAINING", out: Path | None = None) -> dict:
+    """Score the baseline over a split, print its summary, and write it to ``out`` (JSON) if given."""
+    rows = classical_baseline(data, split)
     d = np.array([r["dice"] for r in rows])
     p = np.array([r["precision"] for r in rows])
     summary = {
@@ -61,13 +56,9 @@ def main(argv=None) -> dict:
         "precision_std": float(p.std()),
         "rows": rows,
     }
-    print(f"rCBF < 30 % core vs OT on {args.data} {args.split}: {len(rows)} studies")
+    print(f"rCBF < 30 % core vs OT on {data} {split}: {len(rows)} studies")
     print(f"  Dice      {d.mean():.3f} ± {d.std():.3f}  (median {np.median(d):.3f})")
     print(f"  precision {p.mean():.3f} ± {p.std():.3f}")
-    if args.out:
-        args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    if out:
+        Path(out).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-if __name__ == "__main__":
-    main()

@@ -28,7 +28,6 @@ its perfusion maps) and ``RUN/cascade.json``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,10 +35,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .datasets import SliceArrays, build_slices
-from .isles import MODALITIES, load_study, write_like
-from .presets import get_preset
-from .train import TrainConfig, autocast_dtype, is_finished, load_model, resolve_device, study_indices, train
+from .datasets import SliceArrays, build_slices, to_native
+from .engine import autocast_dtype, forward_batches, resolve_device
+from .isles import load_study, write_like
+from .runs import (
+    TrainConfig,
+    is_finished,
+    load_model,
+    read_split,
+    save_synthetic_maps,
+    slices_of,
+    write_json,
+)
+from .train import train
 
 MS_PERCENTILE = 99.0
 MS_CLIP = 1.5
@@ -49,15 +57,11 @@ def synthetic_map(model, images: torch.Tensor, device=None, dtype=None, batch_si
     """Raw ``Ms (N, 1, S, S)``: channel mean of the level-1 positive similarities (eval mode)."""
     if not model.use_attention:
         raise ValueError("the synthetic map needs a model with cross-attention")
-    device = device or next(model.parameters()).device
-    model.eval()
-    out = []
-    with torch.no_grad(), torch.autocast(device.type, dtype or torch.float32, enabled=dtype is not None):
-        for i in range(0, len(images), batch_size):
-            x = images[i : i + batch_size].to(device).contiguous(memory_format=torch.channels_last)
-            q = model(x, attention=True).attention[1].similarities
-            out.append(q.float().mean(dim=1, keepdim=True).cpu())
-    return torch.cat(out)
+
+    def level1_similarity(m, x):
+        return m(x, attention=True).attention[1].similarities.float().mean(dim=1, keepdim=True)
+
+    return forward_batches(model, images, level1_similarity, device, dtype, batch_size)
 
 
 def ms_scale(ms: torch.Tensor, brains: torch.Tensor) -> float:
@@ -76,10 +80,8 @@ def stage1_maps(run_dir: Path, arrays: SliceArrays, slices: np.ndarray, device) 
     (from that model's own training slices)."""
     model, config = load_model(run_dir, device=device)
     dtype = autocast_dtype(device, config.precision)
-    channels = [MODALITIES.index(m) for m in config.modalities]
-    split = json.loads((run_dir / "split.json").read_text())
-    train_slices = np.flatnonzero(np.isin(arrays.study_index, study_indices(arrays, split["train"])))
-    raw = synthetic_map(model, arrays.images[:, channels], device, dtype)  # one pass over every slice
+    train_slices = slices_of(arrays, read_split(run_dir)["train"])
+    raw = synthetic_map(model, arrays.images[:, config.channels], device, dtype)  # one pass over every slice
     scale = ms_scale(raw[train_slices], arrays.brains[train_slices])
     return normalise_ms(raw[slices], scale), scale
 
@@ -99,8 +101,6 @@ def _folds(train_names: list[str], patients: dict[str, str | None], k: int, seed
 
 def write_synthetic_maps(run_dir: Path, data: Path, arrays: SliceArrays, ms: torch.Tensor, progress: bool) -> None:
     """Every study's ``Ms`` as NIfTI in the study's own geometry."""
-    from .inference import to_native
-
     for i, name in enumerate(tqdm(arrays.studies, desc="write Ms", disable=not progress, leave=False)):
         study = load_study(data / name, modalities=("CT",), require_mask=False)
         native = to_native(ms[arrays.study_index == i, 0], study.shape)
@@ -123,8 +123,8 @@ def run_cascade(config: TrainConfig, folds: int = 0, resume: bool = False) -> Pa
     s1 = replace(base, out=str(run / "stage1"))
     _train_unless_finished(s1)
     device = resolve_device(config.device)
-    arrays = build_slices(config.data, "TRAINING", get_preset(config.preset).size, progress=config.progress)
-    split = json.loads((run / "stage1" / "split.json").read_text())
+    arrays = build_slices(config.data, "TRAINING", config.settings.size, progress=config.progress)
+    split = read_split(run / "stage1")
     everything = np.arange(len(arrays))
     ms, scale = stage1_maps(run / "stage1", arrays, everything, device)
     if folds:
@@ -137,10 +137,10 @@ def run_cascade(config: TrainConfig, folds: int = 0, resume: bool = False) -> Pa
                 val_studies=split["val"],
             )
             _train_unless_finished(fold)
-            slices = np.flatnonzero(np.isin(arrays.study_index, study_indices(arrays, held)))
+            slices = slices_of(arrays, held)
             ms[slices] = stage1_maps(run / f"fold_{k}", arrays, slices, device)[0]
     mode = "out-of-fold" if folds else "in-sample"
-    torch.save({"ms": ms.half(), "studies": arrays.studies, "mode": mode, "folds": folds}, run / "synthetic_maps.pt")
+    save_synthetic_maps(run / "synthetic_maps.pt", ms, arrays, mode, folds)
     write_synthetic_maps(run, Path(config.data), arrays, ms, config.progress)
     s2 = replace(
         base,
@@ -157,5 +157,5 @@ def run_cascade(config: TrainConfig, folds: int = 0, resume: bool = False) -> Pa
         "modalities": list(config.modalities),
         "preset": config.preset,
     }
-    (run / "cascade.json").write_text(json.dumps(info, indent=1))
+    write_json(info, run / "cascade.json")
     return run

@@ -86,6 +86,15 @@ def resize_slices(volume: np.ndarray, size: int, mode: str) -> torch.Tensor:
     return t[:, 0]
 
 
+def to_native(slices: torch.Tensor, shape: tuple[int, int, int]) -> np.ndarray:
+    """The inverse of :func:`resize_slices` for probabilities: ``(Z, S, S)`` -> ``(X, Y, Z)``
+    float32 at the study's native in-plane size, bilinear."""
+    x = slices.float()[:, None]
+    if tuple(x.shape[-2:]) != tuple(shape[:2]):
+        x = F.interpolate(x, size=tuple(shape[:2]), mode="bilinear", align_corners=False)
+    return np.ascontiguousarray(np.moveaxis(x[:, 0].numpy(), 0, 2), dtype=np.float32)
+
+
 def preprocess_study(study: Study, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One study as network input: ``images (Z, 5, size, size)`` float32 in :data:`MODALITIES`
     order, ``mask`` and ``brain (Z, size, size)`` uint8 (an all-zero mask when it has none).
@@ -245,8 +254,9 @@ Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Ten
 class SliceDataset(torch.utils.data.Dataset):
     """Slices of some studies, with the chosen input channels.
 
-    ``dataset[i]`` is a dict: ``image (C, S, S)`` float32 for ``modalities`` (always in
-    :data:`MODALITIES` order, whatever order they are given in), ``mask (1, S, S)`` float32,
+    ``dataset[i]`` is a dict: ``image (C, S, S)`` float32, the ``channels`` of the
+    preprocessed images (indices into :data:`MODALITIES`, from
+    :func:`~stroke_helpers.isles.channel_indices` or ``TrainConfig.channels``), ``mask (1, S, S)`` float32,
     ``brain (1, S, S)``, ``study`` index and ``z``. ``transform(image, mask) -> (image, mask)``
     is the augmentation hook: applied jointly to all channels and the mask. ``extra
     (len(arrays), k, S, S)``, when given, is appended after the modalities (the cascade's
@@ -256,17 +266,13 @@ class SliceDataset(torch.utils.data.Dataset):
     def __init__(
         self,
         arrays: SliceArrays,
-        modalities=MODALITIES,
+        channels: list[int],
         studies: list[int] | None = None,
         transform: Transform | None = None,
         extra: torch.Tensor | None = None,
     ):
-        unknown = [m for m in modalities if m not in MODALITIES]
-        if unknown or not modalities:
-            raise ValueError(f"unknown modality {unknown or modalities!r}; choose from {', '.join(MODALITIES)}")
         self.arrays = arrays
-        self.modalities = tuple(m for m in MODALITIES if m in modalities)
-        self.channels = [MODALITIES.index(m) for m in self.modalities]
+        self.channels = list(channels)
         keep = np.ones(len(arrays), bool) if studies is None else np.isin(arrays.study_index, studies)
         self.indices = np.flatnonzero(keep)
         self.transform = transform

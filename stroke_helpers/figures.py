@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .datasets import inside_skull
+from .isles import Study
 
 #: Display windows of SPEC §2.
 WINDOWS = {"CT": (0, 100), "CBF": (0, 1000), "CBV": (0, 100), "MTT": (0, 20), "Tmax": (0, 20)}
@@ -260,5 +261,84 @@ def class_weight_figure(image: np.ndarray, truth: np.ndarray, weights: np.ndarra
     fig.colorbar(im, ax=axes[2], fraction=0.046)
     for ax in axes:
         ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def draw_slice(study: Study, modality: str, z: int, window: tuple[float, float], overlay: bool = True):
+    """One modality of one slice in a display window, the lesion outlined in red."""
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    ax.imshow(
+        axial(study.images[modality], z),
+        cmap="gray" if modality == "CT" else "magma",
+        vmin=window[0],
+        vmax=window[1],
+        origin="lower",
+    )
+    if overlay and study.mask is not None and study.mask[:, :, z].any():
+        ax.contour(axial(study.mask, z), levels=[0.5], colors="red", linewidths=1)
+    ax.set_title(f"{study.name}  {modality}  z={z}")
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def draw_attention(image: np.ndarray, mask: np.ndarray, attention: dict[int, np.ndarray], level: int, title: str = ""):
+    """An input slice with the lesion outline, and the attention map of one decoder level.
+
+    ``image``, ``mask``: ``(S, S)``; ``attention``: ``{level: (h, w)}`` maps in [0, 1].
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
+    axes[0].imshow(image.T, cmap="gray", origin="lower")
+    axes[0].set_title(title or "input")
+    a = attention[level]
+    im = axes[1].imshow(
+        a.T, cmap="viridis", vmin=0, vmax=1, origin="lower", extent=(0, image.shape[0], 0, image.shape[1])
+    )
+    axes[1].set_title(f"attention, level {level} ({a.shape[0]}x{a.shape[1]})")
+    for ax in axes:
+        if mask.any():
+            ax.contour(mask.T, levels=[0.5], colors="red", linewidths=0.8)
+        ax.axis("off")
+    fig.colorbar(im, ax=axes[1], fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+def attention_levels(images: np.ndarray, masks: np.ndarray, maps: dict[str, dict[int, np.ndarray]], i: int = 0):
+    """One row per model (e.g. untrained, trained): slice ``i`` of ``images (N, S, S)`` with its
+    lesion outline, then that slice's attention map at every decoder level, 1 (full resolution) first.
+
+    ``maps``: ``{model name: {level: (N, h, w)}}``."""
+    names = list(maps)
+    levels = sorted(maps[names[0]])
+    fig, axes = plt.subplots(
+        len(names), len(levels) + 1, figsize=(2.5 * (len(levels) + 1), 2.7 * len(names)), squeeze=False
+    )
+    for r, name in enumerate(names):
+        axes[r, 0].imshow(images[i].T, cmap="magma", origin="lower")
+        if masks[i].any():
+            axes[r, 0].contour(masks[i].T, levels=[0.5], colors="red", linewidths=0.8)
+        axes[r, 0].set_title(f"input ({name})", fontsize=9)
+        for c, lvl in enumerate(levels, start=1):
+            axes[r, c].imshow(maps[name][lvl][i].T, cmap="viridis", vmin=0, vmax=1, origin="lower")
+            axes[r, c].set_title(f"level {lvl}", fontsize=9)
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def draw_threshold_curve(thresholds: np.ndarray, dice_curve: np.ndarray, precision_curve: np.ndarray, current: float):
+    """Dice and precision against the threshold, the current threshold marked."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.plot(thresholds, dice_curve, label="Dice")
+    ax.plot(thresholds, precision_curve, label="precision")
+    i = int(np.argmin(np.abs(thresholds - current)))
+    ax.axvline(current, color="gray", ls="--")
+    ax.set_title(f"threshold {current:.2f}: Dice {dice_curve[i]:.3f}, precision {precision_curve[i]:.3f}")
+    ax.set_xlabel("threshold")
+    ax.set_ylim(0, 1)
+    ax.legend()
     fig.tight_layout()
     return fig

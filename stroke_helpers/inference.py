@@ -12,32 +12,21 @@ against its own ``OT`` file (:mod:`stroke_helpers.metrics`).
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .cascade import normalise_ms, synthetic_map
-from .datasets import build_slices, preprocess_study
-from .isles import MODALITIES, IslesError, load_study, write_like
+from .datasets import build_slices, preprocess_study, to_native
+from .engine import autocast_dtype, predict_logits, resolve_device
+from .isles import IslesError, load_study, write_like
 from .metrics import METRICS, study_metrics, summarise
-from .presets import get_preset
-from .train import RunError, autocast_dtype, load_model, predict_logits, resolve_device, study_indices
+from .runs import RunError, load_model, read_json, read_split, study_indices, write_json
 
 THRESHOLD = 0.5
-
-
-def to_native(slices: torch.Tensor, shape: tuple[int, int, int]) -> np.ndarray:
-    """``(Z, S, S)`` slices -> ``(X, Y, Z)`` float32 volume, bilinear in-plane."""
-    x = slices.float()[:, None]
-    if tuple(x.shape[-2:]) != tuple(shape[:2]):
-        x = F.interpolate(x, size=tuple(shape[:2]), mode="bilinear", align_corners=False)
-    return np.ascontiguousarray(np.moveaxis(x[:, 0].numpy(), 0, 2), dtype=np.float32)
 
 
 class Predictor:
@@ -49,21 +38,20 @@ class Predictor:
             raise RunError(f"{run_dir}: no such run folder")
         self.device = resolve_device(device)
         cascade = self.run_dir / "cascade.json"
-        self.cascade = json.loads(cascade.read_text()) if cascade.exists() else None
+        self.cascade = read_json(cascade, "cascade description") if cascade.exists() else None
         if self.cascade:
             self.stage1, _ = load_model(self.run_dir / "stage1", device=self.device)
             self.model, self.config = load_model(self.run_dir / "stage2", device=self.device)
         else:
             self.stage1 = None
             self.model, self.config = load_model(self.run_dir, device=self.device)
-        self.size = get_preset(self.config.preset).size
-        self.channels = [MODALITIES.index(m) for m in self.config.modalities]
+        self.size = self.config.settings.size
+        self.channels = self.config.channels
         self.dtype = autocast_dtype(self.device, self.config.precision)
 
     @property
     def split(self) -> dict[str, list[str]]:
-        folder = self.run_dir / "stage2" if self.cascade else self.run_dir
-        return json.loads((folder / "split.json").read_text())
+        return read_split(self.run_dir / "stage2" if self.cascade else self.run_dir)
 
     def synthetic_map(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised ``Ms (N, 1, S, S)`` from the cascade's stage 1."""
@@ -104,9 +92,7 @@ def evaluate(run_dir: str | Path, split: str = "val", device: str = "auto", prog
         "summary": summarise(rows),
     }
     out = Path(run_dir) / ("metrics.json" if split == "val" else f"metrics_{split}.json")
-    out.write_text(
-        json.dumps(result, indent=1, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v)
-    )
+    write_json(result, out)
     return result
 
 
@@ -143,6 +129,13 @@ def format_metrics(result: dict) -> str:
     return "\n".join(lines)
 
 
+def nifti_path(path: str | Path) -> Path:
+    """The file a NIfTI will really be written to: ``path`` itself when it ends in ``.nii`` or
+    ``.nii.gz``, else ``path.nii.gz`` (nibabel cannot write a name without an extension)."""
+    path = Path(path)
+    return path if path.name.lower().endswith((".nii", ".nii.gz")) else path.with_name(path.name + ".nii.gz")
+
+
 def predict_study(
     run_dir: str | Path,
     study_dir: str | Path,
@@ -152,8 +145,9 @@ def predict_study(
     overwrite: bool = False,
 ) -> Path:
     """Segment one study folder; writes a mask (uint8) or probabilities (float32) NIfTI with
-    the study's own header and geometry."""
-    out = Path(out)
+    the study's own header and geometry, to ``out`` (``.nii.gz`` appended when it has neither
+    ``.nii`` nor ``.nii.gz``); returns the path written."""
+    out = nifti_path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; remove it or choose another --out")
     predictor = Predictor(run_dir, device)

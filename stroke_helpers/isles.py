@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import re
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -69,6 +70,21 @@ _TOKEN_LOOKUP = {t.upper(): t for t in TOKENS} | {"PWI": "4DPWI"}
 
 class IslesError(ValueError):
     """A problem with ISLES data on disk; the message names the case, the file and the problem."""
+
+
+def canonical_modalities(modalities: str | Iterable[str], allow_empty: bool = False) -> tuple[str, ...]:
+    """Modalities (a comma-separated string or names) checked and put in the fixed channel order
+    of :data:`MODALITIES`: the one place a modality list is validated."""
+    names = [m for m in modalities.split(",") if m] if isinstance(modalities, str) else list(modalities)
+    unknown = [m for m in names if m not in MODALITIES]
+    if unknown or not (names or allow_empty):
+        raise IslesError(f"unknown modality {', '.join(unknown) or '(none)'}; choose from {','.join(MODALITIES)}")
+    return tuple(m for m in MODALITIES if m in names)
+
+
+def channel_indices(modalities: Iterable[str]) -> list[int]:
+    """Channel index of each modality in the preprocessed ``(N, 5, S, S)`` images."""
+    return [MODALITIES.index(m) for m in canonical_modalities(modalities)]
 
 
 def modality_token(filename: str) -> str | None:
@@ -247,9 +263,7 @@ def load_study(
     """
     case_dir = Path(case_dir)
     name = f"{case_dir.parent.name}/{case_dir.name}"
-    unknown = [m for m in modalities if m not in MODALITIES]
-    if unknown:
-        raise IslesError(f"unknown modality {unknown[0]!r}; choose from {', '.join(MODALITIES)}")
+    modalities = canonical_modalities(modalities, allow_empty=True)
     if not case_dir.is_dir():
         raise IslesError(f"{name}: case folder {case_dir} does not exist")
     files = find_case_files(case_dir)

@@ -93,3 +93,10 @@ def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
             "n": int(len(v)),
         }
     return out
+
+
+def threshold_sweep(probabilities: list[np.ndarray], truths: list[np.ndarray], thresholds: np.ndarray):
+    """Mean per-study Dice and precision at each threshold: two arrays like ``thresholds``."""
+    d = np.array([[dice(p > t, m) for p, m in zip(probabilities, truths)] for t in thresholds]).mean(axis=1)
+    pr = np.array([[precision(p > t, m) for p, m in zip(probabilities, truths)] for t in thresholds]).mean(axis=1)
+    return d, pr

@@ -12,27 +12,9 @@ import ipywidgets as W
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .figures import WINDOWS, axial, display_window
+from .figures import WINDOWS, display_window, draw_attention, draw_slice, draw_threshold_curve
 from .isles import MODALITIES, Study
-from .metrics import dice, precision
-
-
-def draw_slice(study: Study, modality: str, z: int, window: tuple[float, float], overlay: bool = True):
-    """One modality of one slice in a display window, the lesion outlined in red."""
-    fig, ax = plt.subplots(figsize=(4.2, 4.2))
-    ax.imshow(
-        axial(study.images[modality], z),
-        cmap="gray" if modality == "CT" else "magma",
-        vmin=window[0],
-        vmax=window[1],
-        origin="lower",
-    )
-    if overlay and study.mask is not None and study.mask[:, :, z].any():
-        ax.contour(axial(study.mask, z), levels=[0.5], colors="red", linewidths=1)
-    ax.set_title(f"{study.name}  {modality}  z={z}")
-    ax.axis("off")
-    fig.tight_layout()
-    return fig
+from .metrics import threshold_sweep
 
 
 class _Viewer:
@@ -93,28 +75,6 @@ class StudyBrowser(_Viewer):
         )
 
 
-def draw_attention(image: np.ndarray, mask: np.ndarray, attention: dict[int, np.ndarray], level: int, title: str = ""):
-    """An input slice with the lesion outline, and the attention map of one decoder level.
-
-    ``image``, ``mask``: ``(S, S)``; ``attention``: ``{level: (h, w)}`` maps in [0, 1].
-    """
-    fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
-    axes[0].imshow(image.T, cmap="gray", origin="lower")
-    axes[0].set_title(title or "input")
-    a = attention[level]
-    im = axes[1].imshow(
-        a.T, cmap="viridis", vmin=0, vmax=1, origin="lower", extent=(0, image.shape[0], 0, image.shape[1])
-    )
-    axes[1].set_title(f"attention, level {level} ({a.shape[0]}x{a.shape[1]})")
-    for ax in axes:
-        if mask.any():
-            ax.contour(mask.T, levels=[0.5], colors="red", linewidths=0.8)
-        ax.axis("off")
-    fig.colorbar(im, ax=axes[1], fraction=0.046)
-    fig.tight_layout()
-    return fig
-
-
 class AttentionExplorer(_Viewer):
     """Pick a decoder level and a slice; shows that level's attention map over the slice.
 
@@ -132,28 +92,6 @@ class AttentionExplorer(_Viewer):
         i = self.index.value
         maps = {lvl: a[i] for lvl, a in self.attention.items()}
         return draw_attention(self.images[i], self.masks[i], maps, self.level.value, f"slice {i}")
-
-
-def threshold_sweep(probabilities: list[np.ndarray], truths: list[np.ndarray], thresholds: np.ndarray):
-    """Mean per-study Dice and precision at each threshold: two arrays like ``thresholds``."""
-    d = np.array([[dice(p > t, m) for p, m in zip(probabilities, truths)] for t in thresholds]).mean(axis=1)
-    pr = np.array([[precision(p > t, m) for p, m in zip(probabilities, truths)] for t in thresholds]).mean(axis=1)
-    return d, pr
-
-
-def draw_threshold_curve(thresholds: np.ndarray, dice_curve: np.ndarray, precision_curve: np.ndarray, current: float):
-    """Dice and precision against the threshold, the current threshold marked."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    ax.plot(thresholds, dice_curve, label="Dice")
-    ax.plot(thresholds, precision_curve, label="precision")
-    i = int(np.argmin(np.abs(thresholds - current)))
-    ax.axvline(current, color="gray", ls="--")
-    ax.set_title(f"threshold {current:.2f}: Dice {dice_curve[i]:.3f}, precision {precision_curve[i]:.3f}")
-    ax.set_xlabel("threshold")
-    ax.set_ylim(0, 1)
-    ax.legend()
-    fig.tight_layout()
-    return fig
 
 
 class ThresholdExplorer(_Viewer):

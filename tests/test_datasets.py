@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from stroke_helpers.datasets import SliceDataset, brain_mask, build_slices, normalise, split_studies
-from stroke_helpers.isles import MODALITIES, load_study
+from stroke_helpers.datasets import (
+    SliceDataset,
+    brain_mask,
+    build_slices,
+    normalise,
+    resize_slices,
+    split_studies,
+    to_native,
+)
+from stroke_helpers.isles import MODALITIES, channel_indices, load_study
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +82,10 @@ def test_split_by_patient_is_seeded_and_keeps_slabs_together():
         split_studies(studies[:5], [None] * 5, n_val=19)
 
 
-def test_dataset_channels_in_fixed_order_and_transform_hook(arrays):
-    ds = SliceDataset(arrays, modalities=("Tmax", "CBV"), studies=[0, 1])
-    assert ds.modalities == ("CBV", "Tmax")
+def test_dataset_channels_and_transform_hook(arrays):
+    channels = channel_indices(("Tmax", "CBV"))
+    assert channels == [MODALITIES.index("CBV"), MODALITIES.index("Tmax")]  # the fixed order
+    ds = SliceDataset(arrays, channels, studies=[0, 1])
     item = ds[0]
     assert item["image"].shape == (2, 64, 64) and item["mask"].shape == (1, 64, 64)
     j = ds.indices[0]
@@ -86,7 +95,14 @@ def test_dataset_channels_in_fixed_order_and_transform_hook(arrays):
     def flip(image, mask):
         return image.flip(-1), mask.flip(-1)
 
-    flipped = SliceDataset(arrays, ("Tmax", "CBV"), studies=[0, 1], transform=flip)[0]
+    flipped = SliceDataset(arrays, channels, studies=[0, 1], transform=flip)[0]
     assert torch.equal(flipped["image"], item["image"].flip(-1)) and torch.equal(flipped["mask"], item["mask"].flip(-1))
-    with pytest.raises(ValueError, match="unknown modality"):
-        SliceDataset(arrays, modalities=("DWI",))
+    with pytest.raises(ValueError, match="unknown modality DWI"):
+        channel_indices(("DWI",))
+
+
+def test_to_native_inverts_resize_slices():
+    volume = np.random.default_rng(0).random((40, 40, 3)).astype(np.float32)
+    back = to_native(resize_slices(volume, 40, "bilinear"), volume.shape)
+    assert back.shape == volume.shape and np.allclose(back, volume)
+    assert to_native(resize_slices(volume, 20, "bilinear"), volume.shape).shape == volume.shape

@@ -32,3 +32,49 @@ def test_ci_runs_readme_test_command():
     test_cmd = re.search(r"```bash\n(.*pytest.*)\n```", readme).group(1)
     assert "python -m pytest" in test_cmd
     assert "python -m pytest" in ci and "ruff check" in ci and "ruff format --check" in ci
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """``{module: package modules it imports}``, counting imports inside functions too."""
+    import ast
+
+    graph = {}
+    for path in (ROOT / "stroke_helpers").glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (
+                node.level == 1 or (node.module or "").startswith("stroke_helpers")
+            ):
+                name = (node.module or "").removeprefix("stroke_helpers").lstrip(".").split(".")[0]
+                deps |= {name} if name else {a.name for a in node.names}
+        graph[path.stem] = deps - {path.stem}
+    return graph
+
+
+def test_no_import_circle_in_the_package():
+    graph = _package_imports()
+    assert graph["cascade"] and "inference" not in graph["cascade"]  # the circle this layout removed
+    done, stack = set(), []
+
+    def visit(module):
+        assert module not in stack, " -> ".join([*stack[stack.index(module) :], module])
+        if module in done or module not in graph:
+            return
+        stack.append(module)
+        for dep in graph[module]:
+            visit(dep)
+        stack.pop()
+        done.add(module)
+
+    for module in graph:
+        visit(module)
+
+
+def test_readme_and_package_docstring_list_every_module():
+    import stroke_helpers
+
+    modules = {p.stem for p in (ROOT / "stroke_helpers").glob("*.py")} - {"__init__", "__main__"}
+    readme = (ROOT / "README.md").read_text()
+    for module in sorted(modules):
+        assert f":mod:`stroke_helpers.{module}`" in stroke_helpers.__doc__, module
+        assert f"`stroke_helpers/{module}.py`" in readme, module

@@ -14,9 +14,12 @@ import torch
 
 from stroke_helpers.__main__ import main
 from stroke_helpers.cascade import run_cascade
+from stroke_helpers.datasets import build_slices
+from stroke_helpers.engine import autocast_dtype
 from stroke_helpers.inference import Predictor, evaluate, predict_study
 from stroke_helpers.presets import PRESETS, deviations
-from stroke_helpers.train import TrainConfig, autocast_dtype, is_finished, load_model, read_history, train
+from stroke_helpers.runs import TrainConfig, is_finished, load_model, load_synthetic_maps, read_history
+from stroke_helpers.train import train
 
 
 def smoke(data, out, **kw):
@@ -152,15 +155,12 @@ def test_cascade_out_of_fold(phantom_root, tmp_path):
     run = run_cascade(smoke(phantom_root, tmp_path / "cascade", epochs=1), folds=2)
     info = json.loads((run / "cascade.json").read_text())
     assert info["mode"] == "out-of-fold" and info["scale"] > 0
-    saved = torch.load(run / "synthetic_maps.pt", weights_only=False)
-    ms = saved["ms"].float()
+    arrays = build_slices(phantom_root, "TRAINING", PRESETS["smoke"].size, progress=False)
+    ms = load_synthetic_maps(run / "synthetic_maps.pt", arrays)
     assert ms.shape[1] == 1 and ms.min() >= 0 and ms.max() <= 1.5
     predictor = Predictor(run, device="cpu")
     assert predictor.model.in_channels == 6  # [I; Mp; Ms]
     # validation slices get the full stage-1 model's map; training slices their fold's
-    from stroke_helpers.datasets import build_slices
-
-    arrays = build_slices(phantom_root, "TRAINING", PRESETS["smoke"].size, progress=False)
     in_sample = predictor.synthetic_map(arrays.images)
     val = np.isin(np.array(arrays.studies)[arrays.study_index], predictor.split["val"])
     torch.testing.assert_close(in_sample[val], ms[val], atol=2e-3, rtol=1e-2)  # float16 on disk
@@ -201,7 +201,7 @@ def test_distributed_two_cpu_processes(phantom_root, tmp_path):
     (tmp_path / "w").mkdir()
     # each rank is given its own --out: only rank 0's may exist afterwards
     mp.spawn(_ddp_worker, args=(2, port, str(phantom_root), str(tmp_path), str(tmp_path / "w")), nprocs=2)
-    w0, w1 = (torch.load(tmp_path / "w" / f"rank{r}.pt") for r in (0, 1))
+    w0, w1 = (torch.load(tmp_path / "w" / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for k in w0:
         assert torch.equal(w0[k], w1[k]), k
     assert (tmp_path / "rank0" / "last.pt").exists()

@@ -8,7 +8,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from stroke_helpers.isles import discover_cases, load_study  # noqa: E402
-from stroke_helpers.widgets import AttentionExplorer, StudyBrowser, ThresholdExplorer, threshold_sweep  # noqa: E402
+from stroke_helpers.metrics import threshold_sweep  # noqa: E402
+from stroke_helpers.widgets import AttentionExplorer, StudyBrowser, ThresholdExplorer  # noqa: E402
 
 
 @pytest.fixture(scope="module")

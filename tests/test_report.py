@@ -4,18 +4,9 @@ import json
 
 import pytest
 
-from stroke_helpers.experiments import (
-    PAPER_TABLE1,
-    ROWS,
-    TABLE1,
-    TABLE2,
-    Grid,
-    notebook_paths,
-    run_name,
-    table,
-    table_markdown,
-    write_report,
-)
+from stroke_helpers.chapters import notebook_paths
+from stroke_helpers.grid import CASCADES, ROWS, TABLE1, TABLE2, Grid, run_name
+from stroke_helpers.report import PAPER_TABLE1, cascade_markdown, table, table_markdown, write_report
 
 
 def fake_metrics(out, row, mods, dice):
@@ -41,9 +32,24 @@ def test_tables_and_report_from_metrics(tmp_path):
     assert t["MR"][TABLE1.index("CBF")] == (0.42, 0.1) and t["base"][0] is None
     md = table_markdown(tmp_path, TABLE1, PAPER_TABLE1)
     assert "| MR | - (0.26 ± 0.24) | - (0.51 ± 0.27) | 0.42 ± 0.10 (0.58 ± 0.22)" in md
+    only = table_markdown(tmp_path, TABLE1, PAPER_TABLE1, rows=("MR+ATT",)).splitlines()
+    assert len(only) == 3 and only[-1].startswith("| MR+ATT |")
     report = write_report(tmp_path, tmp_path / "data", "cpu", {"total": 12.0}, [])
     text = report.read_text()
     assert "`cpu` preset" in text and "0.42 ± 0.10 (0.58 ± 0.22)" in text and "total: 12" in text
+
+
+def test_cascade_table_has_stage1_and_both_cascades(tmp_path):
+    assert cascade_markdown(tmp_path).count("\n") == 2  # header, rule, the paper's row
+    fake_metrics(tmp_path, "MR+ATT", TABLE2[-1], 0.7)
+    for folder in CASCADES:
+        (tmp_path / "runs" / folder).mkdir(parents=True)
+        summary = {m: {"mean": 0.6, "std": 0.2, "n": 3} for m in ("dice", "precision", "recall", "hd95", "avd")}
+        (tmp_path / "runs" / folder / "metrics.json").write_text(json.dumps({"summary": summary}))
+    lines = cascade_markdown(tmp_path).splitlines()
+    assert lines[2].startswith("| paper (real ISLES 2018) | 0.66 | 0.67")
+    assert lines[3].startswith("| stage 1 (MR+ATT, All) | 0.70 ± 0.10")
+    assert "cascade_oof (out-of-fold Ms) | 0.60 ± 0.20" in lines[5]
 
 
 def test_notebook_paths(tmp_path, monkeypatch, phantom_root):

@@ -1,0 +1,373 @@
+"""Helpers behind the chapters: where a notebook's data and results are, the notebook runner,
+and the computations whose results the notebooks show (each returns arrays or numbers that a
+function of :mod:`stroke_helpers.figures` draws)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from .baseline import classical_baseline
+from .datasets import SliceArrays, brain_mask, build_slices
+from .download import data_dir
+from .figures import segmentation_grid
+from .grid import ALL_RUN, ROWS, column_name, run_name
+from .inference import THRESHOLD, Predictor
+from .isles import MODALITIES, Study, discover_cases, load_study, read_patients
+from .metrics import dice
+from .perfusion import compute_maps, core_rcbf, hypoperfusion_tmax, select_aif, tissue_mask
+from .presets import get_preset
+from .runs import load_model, load_synthetic_maps, read_history, read_split, slices_of, study_indices
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+NOTEBOOKS = (
+    "01_data_exploration",
+    "02_cross_attention_module",
+    "03_multilevel_refinement_training",
+    "04_cascade_synthetic_maps",
+    "05_results_and_figures",
+)
+
+
+def run_notebooks(notebook_dir: Path, out: Path, parameters: dict, progress: bool = True) -> list[Path]:
+    """Execute every notebook with papermill into ``out/notebooks``."""
+    import papermill as pm
+
+    target = Path(out) / "notebooks"
+    target.mkdir(parents=True, exist_ok=True)
+    done = []
+    for name in NOTEBOOKS:
+        src = Path(notebook_dir) / f"{name}.ipynb"
+        if not src.exists():
+            raise FileNotFoundError(f"{src}: notebook missing")
+        t0 = time.perf_counter()
+        pm.execute_notebook(src, target / src.name, parameters=parameters, cwd=str(notebook_dir), progress_bar=False)
+        print(f"notebook {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+        done.append(target / src.name)
+    return done
+
+
+def notebook_paths(preset: str, data: str = "", results: str = "") -> tuple[str, Path, Path]:
+    """What a notebook's parameters resolve to: ``(preset, DATA, RESULTS)``.
+
+    Empty ``data`` means ``DATA_ROOT/<the preset's dataset>`` (``synthetic``; ``synthetic_smoke``
+    for the smoke preset), with ``DATA_ROOT`` from ``$STROKE_DATA_DIR`` or the repository's
+    ``data/``; empty ``results`` means ``$STROKE_RESULTS`` or ``results/PRESET``.
+    ``$STROKE_PRESET`` overrides the preset (CI runs the committed notebooks with the smoke
+    preset this way).
+    """
+    preset = os.environ.get("STROKE_PRESET", preset)
+    settings = get_preset(preset)
+    root = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
+    default_root = data_dir(None if "STROKE_DATA_DIR" in os.environ else root / "data")
+    data_path = Path(data) if data else default_root / settings.dataset
+    results_path = Path(results or os.environ.get("STROKE_RESULTS") or root / "results" / preset)
+    if not (data_path / "TRAINING").is_dir():
+        raise FileNotFoundError(
+            f"{data_path}: no dataset; run `python -m stroke_helpers reproduce --preset {preset}` first"
+        )
+    return preset, data_path, results_path
+
+
+def require_run(results: Path, folder: str) -> Path:
+    """``RESULTS/runs/folder``, or a clear error saying how to make it."""
+    run = Path(results) / "runs" / folder
+    if not (run / "metrics.json").exists():
+        raise FileNotFoundError(f"{run}: run missing; `python -m stroke_helpers reproduce` trains it")
+    return run
+
+
+def example_grid(results: Path, arrays, columns, study: str, z: int) -> list[list[dict]]:
+    """One slice predicted by every row x column run (the paper's Figures 2 and 3)."""
+    i = arrays.studies.index(study)
+    images = arrays.images[arrays.study_index == i]
+    truth = arrays.masks[arrays.study_index == i][z].numpy().astype(bool)
+    grid = []
+    for row in ROWS:
+        cells = []
+        for mods in columns:
+            probs = Predictor(require_run(results, run_name(row, mods)), device="cpu")(images)
+            shown = images[z, MODALITIES.index(mods.split(",")[0])].numpy()
+            cells.append({"image": shown / max(shown.max(), 1e-6), "truth": truth, "pred": probs[z].numpy() > 0.5})
+        grid.append(cells)
+    return grid
+
+
+def largest_lesion_slice(arrays, names: list[str]) -> tuple[str, int]:
+    """The study and slice with the largest lesion among ``names`` (for example figures)."""
+    best = (-1, names[0], 0)
+    for name in names:
+        idx = np.flatnonzero(arrays.study_index == arrays.studies.index(name))
+        area = arrays.masks[idx].flatten(1).sum(1).numpy()
+        best = max(best, (int(area.max()), name, int(area.argmax())))
+    return best[1], best[2]
+
+
+# --- chapter 1: the data --------------------------------------------------------------------------
+
+
+def load_studies(data: Path, n: int | None = None, split: str = "TRAINING") -> list[Study]:
+    """The first ``n`` studies of a split (all of them by default), with patient ids."""
+    cases = discover_cases(data, split)[:n]
+    patients = read_patients(data)
+    return [load_study(c, patient=patients.get(f"{split}/{c.name}")) for c in cases]
+
+
+def lesion_slice(study: Study) -> int:
+    """The slice with the most lesion (the middle one when there is no lesion)."""
+    if study.mask is None or not study.mask.any():
+        return study.n_slices // 2
+    return int(np.argmax(study.mask.sum(axis=(0, 1))))
+
+
+def lesion_volumes(data: Path) -> np.ndarray:
+    """Every training study's lesion volume (mL)."""
+    return np.array([load_study(c, modalities=(), require_mask=True).lesion_ml for c in discover_cases(data)])
+
+
+def perfusion_curves(study: Study, z: int) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
+    """``(times, curves, summary)``: the automatic arterial input and the mean time-attenuation
+    curves (HU) of normal tissue, penumbra (Tmax > 6 s, not core) and core (rCBF < 30 %) in slice ``z``."""
+    series = study.pwi.astype(np.float32)
+    brain = brain_mask(study)
+    tissue = tissue_mask(study.CT, brain)
+    aif, arteries = select_aif(series, brain)
+    core = core_rcbf(study.CBF, tissue, study.Tmax)
+    penumbra = hypoperfusion_tmax(study.Tmax, tissue) & ~core
+    normal = tissue & (study.Tmax < 2)
+    curves = {"arterial input": aif + series[..., :2].mean()}
+    for name, region in (("normal", normal), ("penumbra", penumbra), ("core", core)):
+        r = region[:, :, z]
+        if r.any():
+            curves[f"{name} ({r.sum()} voxels)"] = series[:, :, z][r].mean(axis=0)
+    times = np.arange(series.shape[-1]) * study.pwi_time_step
+    summary = (
+        f"{series.shape[-1]} frames every {study.pwi_time_step:.2f} s; "
+        f"AIF from {arteries.sum()} voxels, peak {aif.max():.0f} HU"
+    )
+    return times, curves, summary
+
+
+def recomputed_maps(study: Study) -> tuple[dict[str, np.ndarray], str]:
+    """The perfusion maps recomputed from the study's 4D series, and a table of their medians in
+    healthy tissue and lesion-to-healthy ratios beside the provided maps."""
+    brain = brain_mask(study)
+    series = study.pwi.astype(np.float32)
+    maps = compute_maps(series, study.pwi_time_step, brain, aif=select_aif(series, brain)[0])[0].as_dict()
+    tissue = tissue_mask(study.CT, brain)
+    healthy, lesion = tissue & ~study.mask.astype(bool), tissue & study.mask.astype(bool)
+    lines = ["median in healthy tissue, and lesion / healthy ratio"]
+    for m, r in maps.items():
+        cells = [
+            f"{label} {np.median(v[healthy]):7.2f} (ratio {np.median(v[lesion]) / np.median(v[healthy]):.2f})"
+            for label, v in (("provided", study.images[m]), ("recomputed", r))
+        ]
+        lines.append(f"{m:5s} " + "   ".join(cells))
+    return maps, "\n".join(lines)
+
+
+def classical_thresholds(study: Study, z: int) -> tuple[list[list[dict]], str]:
+    """The rCBF < 30 % core and the Tmax > 6 s region against the expert mask: one row of
+    :func:`~stroke_helpers.figures.segmentation_grid` panels for slice ``z``, and their Dice."""
+    tissue = tissue_mask(study.CT, brain_mask(study))
+    ot = study.mask.astype(bool)
+    regions = {
+        "rCBF < 30 %": core_rcbf(study.CBF, tissue, study.Tmax),
+        "Tmax > 6 s": hypoperfusion_tmax(study.Tmax, tissue),
+    }
+    ct = np.clip(study.CT[:, :, z] / 100, 0, 1)
+    row = [{"image": ct, "truth": ot[:, :, z], "pred": r[:, :, z]} for r in regions.values()]
+    text = f"{study.name}: " + ", ".join(f"{k} Dice {dice(r, ot):.3f}" for k, r in regions.items())
+    return [row], text
+
+
+def baseline_summary(data: Path) -> str:
+    """The classical rCBF < 30 % core scored over every training study, in one line."""
+    d = np.array([r["dice"] for r in classical_baseline(data, progress=False)])
+    return f"rCBF < 30 % over {len(d)} studies: Dice {d.mean():.3f} ± {d.std():.3f} (real ISLES 2018: 0.29)"
+
+
+def real_ct() -> np.ndarray | None:
+    """The one real ISLES 2018 CT (training case 1) from ``../shared/real`` beside the
+    repository, when it is there (it is never part of the repository)."""
+    path = REPOSITORY.parent / "shared" / "real" / "SMIR.Brain.XX.O.CT.345562.nii"
+    return np.asarray(nib.load(path).dataobj, dtype=np.float32) if path.exists() else None
+
+
+# --- chapters 2 and 3: one model looked at closely -----------------------------------------------
+
+
+def validation_slices(arrays: SliceArrays, run: Path, n: int) -> np.ndarray:
+    """Indices of the ``n`` validation slices of ``run`` with the largest lesions, largest first."""
+    in_val = np.isin(arrays.study_index, study_indices(arrays, read_split(run)["val"]))
+    area = arrays.masks.flatten(1).sum(1).numpy() * in_val
+    return np.argsort(-area, kind="stable")[:n]
+
+
+@dataclass
+class AttentionExamples:
+    """Validation slices and the attention maps of an untrained and the trained model.
+
+    ``images (N, S, S)``: the Tmax channel (what the figures show); ``masks (N, S, S)``;
+    ``maps``: ``{"untrained" | "trained": {level: (N, h, w)}}``."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    maps: dict[str, dict[int, np.ndarray]]
+
+    def means(self) -> str:
+        return "\n".join(
+            f"{name}: " + ", ".join(f"level {lvl} mean {a.mean():.2f}" for lvl, a in sorted(m.items()))
+            for name, m in self.maps.items()
+        )
+
+    def slice_maps(self, i: int, model: str = "trained") -> dict[int, np.ndarray]:
+        return {lvl: a[i] for lvl, a in self.maps[model].items()}
+
+
+def attention_examples(run: Path, data: Path, n: int) -> AttentionExamples:
+    """The attention maps of ``run``'s model and of the same architecture untrained, on the
+    ``n`` validation slices with the largest lesions."""
+    trained, config = load_model(run)
+    torch.manual_seed(config.seed)
+    untrained = config.build_model().eval()
+    arrays = build_slices(data, "TRAINING", config.settings.size, progress=False)
+    idx = validation_slices(arrays, run, n)
+    x = arrays.images[idx][:, config.channels]
+    with torch.no_grad():
+        maps = {
+            name: {lvl: g.attention[:, 0].numpy() for lvl, g in m(x, attention=True).attention.items()}
+            for name, m in (("untrained", untrained), ("trained", trained))
+        }
+    tmax = arrays.images[idx, MODALITIES.index("Tmax")].numpy()
+    return AttentionExamples(tmax, arrays.masks[idx].numpy(), maps)
+
+
+@dataclass
+class ExampleSlice:
+    """One validation slice through a trained run: ``image (1, C, S, S)`` (the run's channels),
+    ``mask (1, 1, S, S)``, and ``tmax (S, S)`` to show."""
+
+    model: torch.nn.Module
+    config: object
+    image: torch.Tensor
+    mask: torch.Tensor
+    tmax: np.ndarray
+
+
+def example_slice(run: Path, data: Path, example: int = 0) -> ExampleSlice:
+    """The ``example``-th largest validation lesion slice of ``run``, with its model."""
+    model, config = load_model(run)
+    arrays = build_slices(data, "TRAINING", config.settings.size, progress=False)
+    j = int(validation_slices(arrays, run, example + 1)[-1])
+    image = arrays.images[j : j + 1]
+    tmax = image[0, MODALITIES.index("Tmax")].numpy()
+    return ExampleSlice(model, config, image[:, config.channels], arrays.masks[j : j + 1, None].float(), tmax)
+
+
+def histories(results: Path, column: str = "All") -> dict[str, list[dict]]:
+    """The learning curves of the three configurations of one column."""
+    return {row: read_history(require_run(results, f"{row}_{column}")) for row in ROWS}
+
+
+# --- chapters 4 and 5: the cascade and the paper's results ----------------------------------------
+
+
+def study_slices(arrays: SliceArrays, study: str) -> tuple[torch.Tensor, np.ndarray]:
+    """``(images (Z, 5, S, S), truth (Z, S, S) bool)`` of one study."""
+    idx = arrays.study_index == arrays.studies.index(study)
+    return arrays.images[idx], arrays.masks[idx].numpy().astype(bool)
+
+
+def predict_slice(predictor: Predictor, arrays: SliceArrays, study: str, z: int) -> dict:
+    """A :func:`~stroke_helpers.figures.segmentation_grid` panel: the study's Tmax at slice
+    ``z``, its expert mask and the predictor's mask."""
+    images, truth = study_slices(arrays, study)
+    shown = images[z, MODALITIES.index("Tmax")].numpy()
+    return {"image": shown, "truth": truth[z], "pred": predictor(images)[z].numpy() > THRESHOLD}
+
+
+@dataclass
+class CascadeExample:
+    """One validation slice through a cascade: input channels, the synthetic map and the truth."""
+
+    study: str
+    z: int
+    channels: dict[str, np.ndarray]
+    ms: np.ndarray
+    truth: np.ndarray
+
+    def summary(self) -> str:
+        inside = self.ms[self.truth].mean() if self.truth.any() else float("nan")
+        return (
+            f"{self.study}, slice {self.z}: Ms range {self.ms.min():.2f}-{self.ms.max():.2f}; "
+            f"mean inside the lesion {inside:.2f}, outside {self.ms[~self.truth].mean():.2f}"
+        )
+
+
+def cascade_example(cascade: Predictor, arrays: SliceArrays, example: int = 0) -> CascadeExample:
+    """The largest lesion slice among the cascade's validation studies (from the ``example``-th on)."""
+    val = cascade.split["val"]
+    study, z = largest_lesion_slice(arrays, val[example:] or val)
+    images, truth = study_slices(arrays, study)
+    ms = cascade.synthetic_map(images[z : z + 1])[0, 0].numpy()
+    channels = {m: images[z, MODALITIES.index(m)].numpy() for m in ("CT", "CBF", "CBV", "Tmax")}
+    return CascadeExample(study, z, channels, ms, truth[z])
+
+
+def synthetic_map_file(run: Path, data: Path, study: str) -> str:
+    """Where a study's ``Ms.nii.gz`` is, and whether it lies on the study's own CT grid."""
+    path = run / "synthetic_maps" / study / "Ms.nii.gz"
+    ct = load_study(data / study, modalities=("CT",), require_mask=False)
+    img = nib.load(path)
+    same = img.shape == ct.shape and np.allclose(img.affine, ct.header.get_best_affine())
+    return f"{path} {img.shape} same grid as the CT: {same}"
+
+
+def leakage(results: Path, arrays: SliceArrays) -> dict[str, float]:
+    """Dice of ``Ms > 0.5`` against the lesions of the training slices, for the in-sample and the
+    out-of-fold cascade: how much of the answer the synthetic map hands stage 2 in training."""
+    out = {}
+    for name, folder in (("in-sample", "cascade"), ("out-of-fold", "cascade_oof")):
+        run = require_run(results, folder)
+        ms = load_synthetic_maps(run / "synthetic_maps.pt", arrays)
+        train = slices_of(arrays, read_split(run / "stage2")["train"])
+        out[name] = dice(ms[train, 0].numpy() > 0.5, arrays.masks[train].numpy().astype(bool))
+    return out
+
+
+def paper_figure(results: Path, arrays: SliceArrays, columns, study: str, z: int, title: str):
+    """The paper's Figure 2 (``columns`` = Table 1) or 3 (Table 2) for one slice."""
+    grid = example_grid(results, arrays, columns, study, z)
+    fig = segmentation_grid(grid, row_labels=tuple(ROWS), col_labels=[column_name(c) for c in columns])
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def figure4(results: Path, arrays: SliceArrays, n: int = 4):
+    """The paper's Figure 4: stage 1, the cascade and the synthetic map on the ``n`` validation
+    studies with the largest lesions (each at its largest lesion slice)."""
+    stage1, cascade = Predictor(require_run(results, ALL_RUN), "cpu"), Predictor(require_run(results, "cascade"), "cpu")
+    val = cascade.split["val"]
+    largest = sorted(((int(study_slices(arrays, s)[1].sum((1, 2)).max()), s) for s in val), reverse=True)
+    grid: list[list[dict]] = [[], [], []]
+    for _, study in largest[:n]:
+        images, truth = study_slices(arrays, study)
+        z = int(truth.reshape(len(truth), -1).sum(1).argmax())
+        grid[0].append(predict_slice(stage1, arrays, study, z))
+        grid[1].append(predict_slice(cascade, arrays, study, z))
+        ms = cascade.synthetic_map(images[z : z + 1])[0, 0].numpy()
+        grid[2].append({"image": ms / 1.5, "truth": truth[z], "pred": np.zeros_like(truth[z])})
+    return segmentation_grid(grid, row_labels=("stage 1", "cascade", "synthetic map"))
+
+
+def validation_probabilities(predictor: Predictor, arrays: SliceArrays) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per validation study of ``predictor``'s run: probabilities and expert masks ``(Z, S, S)``."""
+    pairs = [study_slices(arrays, s) for s in predictor.split["val"]]
+    return [predictor(images).numpy() for images, _ in pairs], [truth for _, truth in pairs]

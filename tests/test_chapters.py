@@ -1,0 +1,100 @@
+"""The functions behind every figure and table the chapters show, on a small smoke-preset grid."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from stroke_helpers import chapters, figures  # noqa: E402
+from stroke_helpers.datasets import build_slices  # noqa: E402
+from stroke_helpers.grid import ALL_RUN, CASCADES, ROWS, TABLE2, Grid  # noqa: E402
+from stroke_helpers.inference import Predictor  # noqa: E402
+from stroke_helpers.isles import MODALITIES  # noqa: E402
+from stroke_helpers.presets import PRESETS  # noqa: E402
+from stroke_helpers.runs import read_split  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def results(phantom_root, tmp_path_factory):
+    """The three All runs and both cascades of a smoke grid (what chapters 2-5 read)."""
+    grid = Grid(phantom_root, tmp_path_factory.mktemp("results"), "smoke", progress=False)
+    for row in ROWS:
+        grid.run(row, TABLE2[-1])
+    for folder in CASCADES:
+        grid.cascade(folder)
+    return grid.out
+
+
+@pytest.fixture(scope="module")
+def arrays(phantom_root):
+    return build_slices(phantom_root, "TRAINING", PRESETS["smoke"].size, progress=False)
+
+
+def test_chapter1_data_helpers(phantom_root):
+    studies = chapters.load_studies(phantom_root, 2)
+    s = studies[0]
+    assert len(studies) == 2 and s.patient is not None
+    z = chapters.lesion_slice(s)
+    assert s.mask[:, :, z].sum() == s.mask.sum(axis=(0, 1)).max()
+    volumes = chapters.lesion_volumes(phantom_root)
+    assert len(volumes) == 6 and (volumes > 0).all()
+    times, curves, text = chapters.perfusion_curves(s, z)
+    assert "arterial input" in curves and all(len(c) == len(times) for c in curves.values())
+    assert curves["arterial input"].max() > max(c.max() for k, c in curves.items() if k != "arterial input")
+    assert "frames every" in text
+    maps, table = chapters.recomputed_maps(s)
+    assert set(maps) == {"CBF", "CBV", "MTT", "Tmax"} and maps["CBF"].shape == s.shape
+    assert table.count("\n") == 4 and "recomputed" in table
+    grid, text = chapters.classical_thresholds(s, z)
+    assert len(grid[0]) == 2 and grid[0][0]["truth"].shape == s.shape[:2] and "Tmax > 6 s Dice" in text
+    assert chapters.baseline_summary(phantom_root).startswith("rCBF < 30 % over 6 studies: Dice")
+    plt.close("all")
+
+
+def test_attention_examples_and_figure(results, phantom_root):
+    ex = chapters.attention_examples(results / "runs" / ALL_RUN, phantom_root, 3)
+    assert ex.images.shape == ex.masks.shape and len(ex.images) == 3
+    assert set(ex.maps) == {"untrained", "trained"} and sorted(ex.maps["trained"]) == [1, 2, 3, 4, 5]
+    assert ex.maps["trained"][1].shape[1:] == ex.images.shape[1:]  # level 1 is full resolution
+    areas = ex.masks.reshape(3, -1).sum(1)
+    assert list(areas) == sorted(areas, reverse=True)  # largest lesions first
+    fig = figures.attention_levels(ex.images, ex.masks, ex.maps)
+    assert len(fig.axes) == 12 and fig.axes[7].get_title() == "level 1"
+    assert "level 5 mean" in ex.means()
+    plt.close("all")
+
+
+def test_example_slice_uses_the_runs_channels(results, phantom_root):
+    ex = chapters.example_slice(results / "runs" / ALL_RUN, phantom_root)
+    assert ex.image.shape[1] == len(ex.config.modalities) and ex.mask.shape[:2] == (1, 1)
+    assert ex.tmax.shape == ex.image.shape[-2:]
+    assert np.allclose(ex.tmax, ex.image[0, MODALITIES.index("Tmax")].numpy())  # All: every channel
+    assert set(chapters.histories(results)) == set(ROWS)
+
+
+def test_cascade_helpers(results, phantom_root, arrays):
+    cascade = Predictor(results / "runs" / "cascade", "cpu")
+    ex = chapters.cascade_example(cascade, arrays)
+    assert ex.study in cascade.split["val"] and ex.ms.shape == ex.truth.shape and ex.ms.min() >= 0
+    assert "mean inside the lesion" in ex.summary()
+    assert chapters.synthetic_map_file(results / "runs" / "cascade", phantom_root, arrays.studies[0]).endswith(
+        "same grid as the CT: True"
+    )
+    leak = chapters.leakage(results, arrays)
+    assert set(leak) == {"in-sample", "out-of-fold"} and all(0 <= v <= 1 for v in leak.values())
+    fig = chapters.figure4(results, arrays, n=2)
+    assert len(fig.axes) == 3 * min(2, len(cascade.split["val"]))  # stage 1, cascade, Ms per example
+    probs, truths = chapters.validation_probabilities(cascade, arrays)
+    assert len(probs) == len(read_split(results / "runs" / "cascade" / "stage2")["val"])
+    assert all(p.shape == t.shape for p, t in zip(probs, truths))
+    plt.close("all")
+
+
+def test_paper_figure_grid(results, arrays):
+    val = read_split(results / "runs" / ALL_RUN)["val"]
+    study, z = chapters.largest_lesion_slice(arrays, val)
+    fig = chapters.paper_figure(results, arrays, (TABLE2[-1],), study, z, "Figure 3")
+    assert len(fig.axes) == len(ROWS) and fig.axes[0].get_title().startswith("All\nDice")
+    plt.close("all")
