@@ -57,6 +57,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--data", help="ISLES-layout folder; generated when it has no TRAINING/ (default: DATA/synthetic)")
     r.add_argument("--out", help="results folder (default: results/PRESET)")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seeds", type=int, help="seeds of the All row and the cascades (default: the preset's)")
     r.add_argument("--skip-notebooks", action="store_true")
     r.add_argument("--no-progress", action="store_true")
     return ap
@@ -103,7 +104,7 @@ def reproduce(args) -> None:
         )
         seconds["dataset"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    Grid(data, out, args.preset, args.seed, progress=not args.no_progress).run_all()
+    grid_seconds = Grid(data, out, args.preset, args.seed, not args.no_progress, args.seeds).run_all()
     seconds["experiment grid and cascades"] = time.perf_counter() - t1
     if not args.skip_notebooks:
         t2 = time.perf_counter()
@@ -112,7 +113,7 @@ def reproduce(args) -> None:
         seconds["notebooks"] = time.perf_counter() - t2
     seconds["total"] = time.perf_counter() - t0
     figures = sorted((out / "figures").glob("*.png"))
-    print(f"report: {write_report(out, data, args.preset, seconds, figures)}")
+    print(f"report: {write_report(out, data, args.preset, seconds, figures, grid_seconds)}")
 
 
 def run(args) -> None:

@@ -342,3 +342,20 @@ def draw_threshold_curve(thresholds: np.ndarray, dice_curve: np.ndarray, precisi
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def forest_plot(comparisons: list[dict], title: str = ""):
+    """Paired comparisons as a forest plot: each claim's mean per-study Dice difference and its
+    95 % interval; the line at 0 is "no difference" (resolved claims drawn solid)."""
+    n = len(comparisons)
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * n + 1.2), constrained_layout=True)
+    for i, c in enumerate(comparisons):
+        y = n - 1 - i
+        style = {"color": "C0" if c["resolved"] else "gray", "lw": 2}
+        ax.plot([c["low"], c["high"]], [y, y], **style)
+        ax.plot(c["mean"], y, "o", color=style["color"])
+    ax.axvline(0, color="k", lw=0.8, ls="--")
+    ax.set_yticks(range(n), [c["claim"] for c in reversed(comparisons)], fontsize=8)
+    ax.set_xlabel("mean per-study Dice difference (a - b), 95 % paired bootstrap interval")
+    ax.set_title(title, fontsize=9)
+    return fig

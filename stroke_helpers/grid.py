@@ -10,11 +10,13 @@ rerun only does what is missing, and an interrupted one resumes.
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .cascade import run_cascade
 from .inference import evaluate
+from .presets import get_preset
 from .runs import TrainConfig, is_finished
 from .train import train
 
@@ -35,24 +37,46 @@ def run_name(row: str, modalities: str) -> str:
     return f"{row}_{column_name(modalities)}"
 
 
+def seed_folder(name: str, seed: int, base_seed: int = 0) -> str:
+    """``name`` for the grid's own seed, ``name_seedN`` for the extra seeds."""
+    return name if seed == base_seed else f"{name}_seed{seed}"
+
+
+def has_test_truth(data: Path) -> bool:
+    """Whether the TESTING split can be scored: the phantom keeps its masks under ``truth/``;
+    real ISLES 2018 keeps them private, so there the grid scores validation studies only."""
+    return (Path(data) / "truth" / "TESTING").is_dir()
+
+
 @dataclass
 class Grid:
+    """The runs of both tables (seed ``seed``), the All row again for each extra seed, and both
+    cascades for every seed; each run evaluated on its validation studies and, where the data
+    has test truth, on the held-out TESTING split (never used for training or selection)."""
+
     data: Path
     out: Path
     preset: str = "cpu"
     seed: int = 0
     progress: bool = True
+    seeds: int | None = None  # None: the preset's
 
-    def config(self, row: str, modalities: str, folder: Path | None = None) -> TrainConfig:
+    @property
+    def all_seeds(self) -> list[int]:
+        n = get_preset(self.preset).seeds if self.seeds is None else self.seeds
+        return [self.seed + k for k in range(n)]
+
+    def config(self, row: str, modalities: str, folder: Path | None = None, seed: int | None = None) -> TrainConfig:
         attention, multilevel = ROWS[row]
+        seed = self.seed if seed is None else seed
         return TrainConfig(
             data=str(self.data),
-            out=str(folder or self.out / "runs" / run_name(row, modalities)),
+            out=str(folder or self.out / "runs" / seed_folder(run_name(row, modalities), seed, self.seed)),
             preset=self.preset,
             modalities=modalities,
             attention=attention,
             multilevel=multilevel,
-            seed=self.seed,
+            seed=seed,
             progress=self.progress,
         )
 
@@ -62,32 +86,48 @@ class Grid:
                 for mods in table:
                     yield row, mods
 
-    def run(self, row: str, modalities: str) -> Path:
+    def evaluate(self, run: Path) -> None:
+        """``metrics.json`` (validation) and, when the data allows, ``metrics_test.json``."""
+        if not (run / "metrics.json").exists():
+            evaluate(run, progress=self.progress)
+        if has_test_truth(self.data) and not (run / "metrics_test.json").exists():
+            evaluate(run, split="test", progress=self.progress)
+
+    def run(self, row: str, modalities: str, seed: int | None = None) -> Path:
         """Train (or finish) and evaluate one run unless it has been evaluated; its folder."""
-        cfg = self.config(row, modalities)
-        if not (Path(cfg.out) / "metrics.json").exists():
-            if not is_finished(cfg.out, cfg.n_epochs):
-                train(cfg, resume=(Path(cfg.out) / "last.pt").exists())
-            evaluate(cfg.out, progress=self.progress)
+        cfg = self.config(row, modalities, seed=seed)
+        if not is_finished(cfg.out, cfg.n_epochs):
+            train(cfg, resume=(Path(cfg.out) / "last.pt").exists())
+        self.evaluate(Path(cfg.out))
         return Path(cfg.out)
 
-    def cascade(self, folder: str) -> Path:
-        """One of :data:`CASCADES`; stage 1 is exactly the MR+ATT All run, so it is reused."""
-        run, folds = self.out / "runs" / folder, CASCADES[folder]
-        if not (run / "metrics.json").exists():
-            source = self.run("MR+ATT", TABLE2[-1])
+    def cascade(self, folder: str, seed: int | None = None) -> Path:
+        """One of :data:`CASCADES`; stage 1 is exactly the MR+ATT All run of that seed, so it is reused."""
+        seed = self.seed if seed is None else seed
+        run, folds = self.out / "runs" / seed_folder(folder, seed, self.seed), CASCADES[folder]
+        if not (run / "cascade.json").exists():
+            source = self.run("MR+ATT", TABLE2[-1], seed)
             if not (run / "stage1").exists():
                 shutil.copytree(source, run / "stage1", ignore=shutil.ignore_patterns("metrics*.json"))
-            run_cascade(self.config("MR+ATT", TABLE2[-1], folder=run), folds=folds, resume=True)
-            evaluate(run, progress=self.progress)
+            run_cascade(self.config("MR+ATT", TABLE2[-1], folder=run, seed=seed), folds=folds, resume=True)
+        self.evaluate(run)
         return run
 
-    def run_all(self) -> None:
-        """Train and evaluate every missing run of both tables, then both cascades."""
-        runs = list(self.runs())
-        for k, (row, mods) in enumerate(runs):
-            print(f"[{k + 1}/{len(runs)}] {run_name(row, mods)}", flush=True)
-            self.run(row, mods)
-        for folder, folds in CASCADES.items():
-            print(f"cascade {folder} ({'out-of-fold' if folds else 'in-sample'} Ms)", flush=True)
-            self.cascade(folder)
+    def todo(self) -> list[tuple[str, tuple]]:
+        """Every step of the grid in order: ``("run", (row, modalities, seed))`` or ``("cascade", (folder, seed))``."""
+        steps = [("run", (row, mods, self.seed)) for row, mods in self.runs()]
+        steps += [("run", (row, TABLE2[-1], s)) for s in self.all_seeds[1:] for row in ROWS]
+        steps += [("cascade", (folder, s)) for s in self.all_seeds for folder in CASCADES]
+        return steps
+
+    def run_all(self) -> dict[str, float]:
+        """Train and evaluate every missing step; returns the wall seconds of each step."""
+        seconds = {}
+        steps = self.todo()
+        for k, (kind, args) in enumerate(steps):
+            name = seed_folder(run_name(*args[:2]) if kind == "run" else args[0], args[-1], self.seed)
+            print(f"[{k + 1}/{len(steps)}] {name}", flush=True)
+            t0 = time.perf_counter()
+            self.run(*args) if kind == "run" else self.cascade(*args)
+            seconds[name] = time.perf_counter() - t0
+        return seconds

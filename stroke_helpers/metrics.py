@@ -100,3 +100,34 @@ def threshold_sweep(probabilities: list[np.ndarray], truths: list[np.ndarray], t
     d = np.array([[dice(p > t, m) for p, m in zip(probabilities, truths)] for t in thresholds]).mean(axis=1)
     pr = np.array([[precision(p > t, m) for p, m in zip(probabilities, truths)] for t in thresholds]).mean(axis=1)
     return d, pr
+
+
+# --- uncertainty over studies ------------------------------------------------------------------
+
+BOOTSTRAP = 10_000  # resamples; the 2.5 / 97.5 percentiles vary by < 0.005 Dice between seeds at this count
+MIN_STUDIES = 10  # below this a bootstrap interval says more about the resampling than the studies
+
+
+def bootstrap_ci(values, n: int = BOOTSTRAP, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean over studies (NaNs dropped)."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return (math.nan, math.nan)
+    means = v[np.random.default_rng(seed).integers(0, len(v), (n, len(v)))].mean(axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def paired_difference(a: dict[str, float], b: dict[str, float], n: int = BOOTSTRAP, seed: int = 0) -> dict:
+    """The mean per-study difference ``a - b`` over the studies both score, with its paired
+    bootstrap 95 % interval (studies resampled together, so between-study spread cancels).
+
+    ``a``, ``b``: ``{study: value}``. ``resolved`` says whether the interval excludes 0."""
+    studies = sorted(set(a) & set(b))
+    d = np.array([a[s] - b[s] for s in studies], float)
+    lo, hi = bootstrap_ci(d, n, seed)
+    mean = float(d.mean()) if len(d) else math.nan
+    resolved = len(studies) >= MIN_STUDIES and bool(lo > 0 or hi < 0)
+    return {"mean": mean, "low": lo, "high": hi, "n": len(studies), "resolved": resolved}

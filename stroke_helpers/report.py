@@ -1,16 +1,28 @@
 """Every table the report, the README and the chapters show, built once from the runs' metrics.
 
 The paper's numbers (real ISLES 2018, 19 validation studies, SPEC §1) sit beside ours; ours are
-on whatever data the grid was trained on, so they are not expected to match.
+on whatever data the grid was trained on, so they are not expected to match. Each of our cells
+is the mean over studies with its 95 % bootstrap interval; the paper's claims are paired
+comparisons on the same studies (:func:`comparisons`), each with its interval and a sentence
+saying whether this sample resolves it.
+
+``split``: ``"val"`` (the 19 validation studies, also used to pick each run's best epoch) or
+``"test"`` (the phantom's 62 held-out TESTING studies, never used for training or selection;
+real ISLES 2018 keeps those masks private, so on it the report shows validation only).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
-from .grid import ALL_RUN, CASCADES, ROWS, TABLE1, TABLE2, column_name, run_name
+import numpy as np
+
+from .grid import ALL_RUN, CASCADES, ROWS, TABLE1, TABLE2, column_name, run_name, seed_folder
+from .metrics import MIN_STUDIES, bootstrap_ci, paired_difference
 from .presets import get_preset
+from .runs import read_history
 
 # the paper's numbers (ISLES 2018, 19 validation studies): Dice (mean, std), SPEC §1
 PAPER_TABLE1 = {
@@ -26,96 +38,235 @@ PAPER_TABLE2 = {
 PAPER_CASCADE = {"dice": 0.66, "precision": 0.67}
 
 
-def load_metrics(out: Path, row: str, modalities: str) -> dict | None:
-    path = Path(out) / "runs" / run_name(row, modalities) / "metrics.json"
+SPLIT_NAMES = {"val": "validation studies", "test": "held-out TESTING studies"}
+CASCADE_METRICS = ("dice", "precision", "recall", "hd95", "avd")
+
+
+def load_run_metrics(out: Path, folder: str, split: str = "val") -> dict | None:
+    """A run's ``metrics.json`` (``val``) or ``metrics_test.json``, or None when absent."""
+    path = Path(out) / "runs" / folder / ("metrics.json" if split == "val" else f"metrics_{split}.json")
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def table(out: Path, columns=TABLE1, metric: str = "dice") -> dict[str, list[tuple[float, float] | None]]:
-    """``{row: [(mean, std) or None per column]}`` from the runs' ``metrics.json``."""
-    result = {}
-    for row in ROWS:
-        cells = []
-        for mods in columns:
-            m = load_metrics(out, row, mods)
-            cells.append((m["summary"][metric]["mean"], m["summary"][metric]["std"]) if m else None)
-        result[row] = cells
-    return result
+def per_study(out: Path, folder: str, metric: str = "dice", split: str = "val") -> dict[str, float] | None:
+    """``{study: value}`` of one run (NaN where the metric is undefined), or None."""
+    m = load_run_metrics(out, folder, split)
+    if m is None:
+        return None
+    return {r["study"]: math.nan if r[metric] is None else float(r[metric]) for r in m["studies"]}
 
 
-def _cell(c) -> str:
-    return "-" if c is None else f"{c[0]:.2f} ± {c[1]:.2f}"
+def has_split(out: Path, split: str) -> bool:
+    return load_run_metrics(out, ALL_RUN, split) is not None
 
 
-def table_markdown(out: Path, columns, paper: dict, metric: str = "dice", rows=tuple(ROWS)) -> str:
-    """A markdown table of Table 1 or 2: each cell ``ours (paper)`` as mean ± std (Dice), or
-    ours alone for other metrics; ``rows`` picks the configurations shown."""
-    ours = table(out, columns, metric)
+def cell(values: dict[str, float] | None) -> str:
+    """``mean [low, high]``: the mean over studies and its 95 % bootstrap interval."""
+    v = np.array(list(values.values()) if values else [], float)
+    if not np.isfinite(v).any():
+        return "-"
+    lo, hi = bootstrap_ci(v)
+    return f"{np.nanmean(v):.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _paper(c) -> str:
+    return f"{c[0]:.2f} ± {c[1]:.2f}"
+
+
+def table_markdown(out: Path, columns, paper: dict, metric: str = "dice", rows=tuple(ROWS), split: str = "val") -> str:
+    """Table 1 or 2 as markdown: each cell ``ours mean [95 % CI]``, then the paper's mean ± std
+    for Dice; ``rows`` picks the configurations shown."""
     lines = ["| | " + " | ".join(column_name(c) for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for row in rows:
-        cells = [f"{_cell(o)} ({_cell(p)})" if metric == "dice" else _cell(o) for o, p in zip(ours[row], paper[row])]
+        cells = [cell(per_study(out, run_name(row, c), metric, split)) for c in columns]
+        if metric == "dice":
+            cells = [f"{c} ({_paper(p)})" for c, p in zip(cells, paper[row])]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def cascade_summary(out: Path) -> dict[str, dict]:
-    """``{name: summary}`` of stage 1 (the MR+ATT All run) and the evaluated cascades."""
-    res = {}
-    for folder, name in ((ALL_RUN, "stage 1 (MR+ATT, All)"), *((f, _cascade_name(f)) for f in CASCADES)):
-        path = Path(out) / "runs" / folder / "metrics.json"
-        if path.exists():
-            res[name] = json.loads(path.read_text())["summary"]
-    return res
+def _cascade_runs(out: Path) -> dict[str, str]:
+    """``{label: folder}``: stage 1 and the cascades of the grid's own seed."""
+    runs = {"stage 1 (MR+ATT, All)": ALL_RUN}
+    runs |= {f"{f} ({'out-of-fold' if CASCADES[f] else 'in-sample'} Ms)": f for f in CASCADES}
+    return runs
 
 
-def _cascade_name(folder: str) -> str:
-    return f"{folder} ({'out-of-fold' if CASCADES[folder] else 'in-sample'} Ms)"
-
-
-CASCADE_METRICS = ("dice", "precision", "recall", "hd95", "avd")
-
-
-def cascade_markdown(out: Path) -> str:
-    """Stage 1 against both cascades (mean ± std of every metric), the paper's cascade first."""
+def cascade_markdown(out: Path, split: str = "val") -> str:
+    """Stage 1 against both cascades: every metric's mean [95 % CI]; the paper's cascade first."""
     lines = [
         "| | Dice | precision | recall | HD95 (mm) | AVD (mL) |",
         "|---|---|---|---|---|---|",
         f"| paper (real ISLES 2018) | {PAPER_CASCADE['dice']:.2f} | {PAPER_CASCADE['precision']:.2f} | | | |",
     ]
-    for name, s in cascade_summary(out).items():
-        lines.append(f"| {name} | " + " | ".join(_cell((s[m]["mean"], s[m]["std"])) for m in CASCADE_METRICS) + " |")
+    for label, folder in _cascade_runs(out).items():
+        if load_run_metrics(out, folder, split) is not None:
+            cells = [cell(per_study(out, folder, m, split)) for m in CASCADE_METRICS]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def write_report(out: Path, data: Path, preset: str, seconds: dict[str, float], figures: list[Path]) -> Path:
-    """``OUT/report.md``: both tables beside the paper's, the cascades and the figure files."""
+def comparisons(out: Path, split: str = "val") -> list[dict]:
+    """The paper's claims as paired per-study Dice differences on the same studies (``a - b``),
+    each with its paired bootstrap 95 % interval; comparisons whose runs are missing are left out."""
+    all_ = TABLE2[-1]
+    singles = [c for c in TABLE1 if c != "CT"]
+    best = max(singles, key=lambda c: np.nanmean(list((per_study(out, run_name("MR+ATT", c)) or {"": -1}).values())))
+    pairs = [
+        ("MR vs base (All)", run_name("MR", all_), run_name("base", all_)),
+        ("MR+ATT vs MR (All)", run_name("MR+ATT", all_), run_name("MR", all_)),
+        *(
+            (
+                f"{column_name(c)} vs best single map {column_name(best)} (MR+ATT)",
+                run_name("MR+ATT", c),
+                run_name("MR+ATT", best),
+            )
+            for c in TABLE2[:-1]
+        ),
+        ("NCCT+maps (All) vs Tmax+CBV+CBF (MR+ATT)", ALL_RUN, run_name("MR+ATT", "Tmax,CBV,CBF")),
+        ("cascade vs stage 1", "cascade", ALL_RUN),
+        ("in-sample vs out-of-fold cascade", "cascade", "cascade_oof"),
+    ]
+    result = []
+    for claim, a, b in pairs:
+        da, db = per_study(out, a, split=split), per_study(out, b, split=split)
+        if da is not None and db is not None:
+            result.append({"claim": claim, "a": a, "b": b, **paired_difference(da, db)})
+    return result
+
+
+def verdict(c: dict) -> str:
+    """One sentence: does this sample resolve the comparison?"""
+    diff = f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] over {c['n']} studies"
+    if c["n"] < MIN_STUDIES:
+        return f"{c['claim']}: {diff}; too few studies for an interval to mean anything."
+    if c["resolved"]:
+        side = "better" if c["mean"] > 0 else "worse"
+        return f"{c['claim']}: {diff}; the interval excludes 0, so this sample resolves it ({side})."
+    if c["low"] == c["high"] == 0:
+        return f"{c['claim']}: {diff}; the two score the same on every study."
+    half = (c["high"] - c["low"]) / 2
+    return (
+        f"{c['claim']}: {diff}; the interval includes 0: this sample cannot tell them apart, "
+        f"and would not resolve a true difference much smaller than about {half:.2f} Dice."
+    )
+
+
+def comparisons_markdown(out: Path, split: str = "val") -> str:
+    lines = ["| claim | mean difference [95 % CI] | studies | resolved |", "|---|---|---|---|"]
+    rows = comparisons(out, split)
+    for c in rows:
+        lines.append(
+            f"| {c['claim']} | {c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] | {c['n']} | {'yes' if c['resolved'] else 'no'} |"
+        )
+    return "\n".join(lines + [""] + [f"- {verdict(c)}" for c in rows])
+
+
+def seed_spread(out: Path, base_seed: int = 0, split: str = "val") -> dict[str, list[float]]:
+    """``{run: [mean Dice per seed]}`` for the All row and both cascades, over every seed run."""
+    names = {row: run_name(row, TABLE2[-1]) for row in ROWS} | {f: f for f in CASCADES}
+    spread = {}
+    for label, folder in names.items():
+        means = []
+        for k in range(100):
+            values = per_study(out, seed_folder(folder, base_seed + k, base_seed), split=split)
+            if values is None:
+                break
+            means.append(float(np.nanmean(list(values.values()))))
+        if means:
+            spread[label] = means
+    return spread
+
+
+def seeds_markdown(out: Path, base_seed: int = 0, split: str = "val") -> str:
+    lines = ["| run | seeds | mean Dice per seed | spread (max - min) |", "|---|---|---|---|"]
+    for label, means in seed_spread(out, base_seed, split).items():
+        lines.append(
+            f"| {label} | {len(means)} | {', '.join(f'{m:.3f}' for m in means)} | {max(means) - min(means):.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def grid_overheads(out: Path, grid_wall: float) -> dict[str, float]:
+    """Where the grid's wall time went: training steps, per-epoch validation, and everything
+    else (process and model start, slice cache, synthetic maps, native-resolution evaluation
+    and HD95), from every run's ``history.csv`` (seconds per epoch include validation)."""
+    train = val = 0.0
+    for history in Path(out, "runs").rglob("history.csv"):
+        rows = read_history(history.parent)
+        train += sum(r["seconds"] - r.get("val_seconds", 0.0) for r in rows)
+        val += sum(r.get("val_seconds", 0.0) for r in rows)
+    rest = grid_wall - train - val
+    return {"training steps": train, "per-epoch validation": val, "everything else": rest, "grid wall": grid_wall}
+
+
+def time_markdown(
+    seconds: dict[str, float], out: Path | None = None, grid_seconds: dict[str, float] | None = None
+) -> str:
+    lines = ["| step | seconds |", "|---|---|"] + [f"| {k} | {v:.0f} |" for k, v in seconds.items()]
+    if grid_seconds:
+        wall = sum(grid_seconds.values())
+        parts = grid_overheads(out, wall)
+        lines += ["", "| grid time | seconds | share |", "|---|---|---|"]
+        lines += [f"| {k} | {v:.0f} | {100 * v / wall:.0f} % |" for k, v in parts.items()]
+        lines += ["", "| grid step | seconds |", "|---|---|"] + [f"| {k} | {v:.0f} |" for k, v in grid_seconds.items()]
+    return "\n".join(lines)
+
+
+def write_report(
+    out: Path,
+    data: Path,
+    preset: str,
+    seconds: dict[str, float],
+    figures: list[Path],
+    grid_seconds: dict[str, float] | None = None,
+) -> Path:
+    """``OUT/report.md``: both tables beside the paper's with intervals, the cascades, the paired
+    comparisons, the spread between seeds, the figure files and where the time went."""
     out = Path(out)
     p = get_preset(preset)
+    splits = [s for s in ("val", "test") if has_split(out, s)] or ["val"]
     lines = [
         "# Results report",
         "",
         f"Computed on **{data}** with the `{preset}` preset (widths {p.widths}, {p.size} px, {p.epochs} epochs).",
-        "Each cell: **ours (paper)**, Dice mean ± std over the validation studies. The paper's numbers are on",
-        "real ISLES 2018; ours are on the data named above, so they are not expected to match.",
-        "",
-        "## Table 1: one modality",
-        "",
-        table_markdown(out, TABLE1, PAPER_TABLE1),
-        "",
-        "## Table 2: combinations",
-        "",
-        table_markdown(out, TABLE2, PAPER_TABLE2),
-        "",
-        "## Precision (Table 2 columns)",
-        "",
-        table_markdown(out, TABLE2, PAPER_TABLE2, metric="precision"),
-        "",
-        "## Cascade (MR+ATT, All + synthetic map)",
-        "",
-        cascade_markdown(out),
+        "Each cell: **ours** as the mean Dice over studies with its 95 % bootstrap interval, then (the paper's",
+        "mean ± std on real ISLES 2018, 19 validation studies). Ours are on the data named above: results on the",
+        "synthetic phantom are synthetic and not expected to match the paper's.",
     ]
+    if "test" not in splits:
+        lines += ["", "No test truth here (real ISLES 2018 keeps the TESTING masks private): validation only."]
+    for split in splits:
+        lines += [
+            "",
+            f"# On the {SPLIT_NAMES[split]}",
+            "",
+            "## Table 1: one modality",
+            "",
+            table_markdown(out, TABLE1, PAPER_TABLE1, split=split),
+            "",
+            "## Table 2: combinations",
+            "",
+            table_markdown(out, TABLE2, PAPER_TABLE2, split=split),
+            "",
+            "## Precision (Table 2 columns)",
+            "",
+            table_markdown(out, TABLE2, PAPER_TABLE2, metric="precision", split=split),
+            "",
+            "## Cascade (MR+ATT, All + synthetic map)",
+            "",
+            cascade_markdown(out, split),
+            "",
+            "## The paper's claims, paired on the same studies",
+            "",
+            comparisons_markdown(out, split),
+            "",
+            "## Seeds (All row and cascades)",
+            "",
+            seeds_markdown(out, split=split),
+        ]
     lines += ["", "## Figures", ""] + [f"- [{f.name}]({f.relative_to(out)})" for f in figures]
-    lines += ["", "## Time (s)", ""] + [f"- {k}: {v:.0f}" for k, v in seconds.items()]
+    lines += ["", "## Time", "", time_markdown(seconds, out, grid_seconds)]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

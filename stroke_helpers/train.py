@@ -5,6 +5,12 @@ device, precision and distributed set-up to :mod:`stroke_helpers.engine`. Shuffl
 augmentation are seeded from ``(seed, epoch)``, so a resumed run sees the same batches as an
 uninterrupted one.
 
+Learning-rate schedule (the paper names none): a linear warm-up over the first
+``warmup_epochs`` (the preset's) to the preset's lr, then a cosine decay to zero at the last
+step, set per step from the global step number (so a resumed run follows the same curve).
+Warm-up keeps the first large steps from wrecking BatchNorm statistics of a fresh network;
+the decay is what lets a short budget settle on a plateau instead of ending mid-swing.
+
 Validation Dice each epoch is per study (3D, over all its slices) at the training resolution,
 which is cheap; :func:`stroke_helpers.inference.evaluate` scores at native resolution.
 
@@ -78,11 +84,24 @@ def _datasets(config: TrainConfig, rank: int, world: int):
     return train_set, val_set, train_names, val_names, augment
 
 
-def _train_epoch(net, loader, optimiser, config: TrainConfig, device, dtype, label: str, show: bool) -> list[float]:
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """The schedule's multiplier of the peak lr at ``step`` (0-based) of ``total``: linear
+    warm-up over ``warmup`` steps, then cosine decay to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _train_epoch(net, loader, optimiser, config: TrainConfig, epoch: int, device, dtype, show: bool) -> list[float]:
     net.train()
     losses = []
+    total, warmup = config.n_epochs * len(loader), round(config.settings.warmup_epochs * len(loader))
+    label = f"epoch {epoch + 1}/{config.n_epochs}"
     bar = tqdm(loader, desc=label, disable=not show, leave=False)
-    for batch in bar:
+    for i, batch in enumerate(bar):
+        for group in optimiser.param_groups:
+            group["lr"] = config.settings.lr * lr_factor(epoch * len(loader) + i, total, warmup)
         x = batch["image"].to(device).contiguous(memory_format=torch.channels_last)
         y = batch["mask"].to(device)
         with autocast(device, dtype):
@@ -139,24 +158,28 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         sampler.set_epoch(epoch)
         if augment is not None:
             augment.set_random_state(config.seed * 100_003 + epoch * 101 + rank)
-        label = f"epoch {epoch + 1}/{config.n_epochs}"
-        losses = _train_epoch(net, loader, optimiser, config, device, dtype, label, show=config.progress and main)
+        losses = _train_epoch(net, loader, optimiser, config, epoch, device, dtype, show=config.progress and main)
         if world > 1:
             for b in model.buffers():
                 dist.broadcast(b, 0)
+        t1 = time.perf_counter()
         val = validation_dice(model, val_set, device, dtype)
         row = {
             "epoch": epoch + 1,
             "train_loss": float(np.mean(losses)),
             "val_dice": val,
             "seconds": time.perf_counter() - t0,
+            "val_seconds": time.perf_counter() - t1,
+            "lr_end": optimiser.param_groups[0]["lr"],
         }
         history.append(row)
         improved, best = val > best, max(best, val)
         if main:
             save_checkpoints(model, optimiser, config, history, best, improved)
             if config.progress:
-                print(f"  {label:>13s}  loss {row['train_loss']:.4f}  val Dice {val:.3f}  {row['seconds']:.0f} s")
+                print(
+                    f"  epoch {epoch + 1:3d}/{config.n_epochs}  loss {row['train_loss']:.4f}  val Dice {val:.3f}  {row['seconds']:.0f} s"
+                )
     if world > 1:
         dist.barrier()
     return TrainResult(model.eval(), history, out)

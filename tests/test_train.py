@@ -206,3 +206,14 @@ def test_distributed_two_cpu_processes(phantom_root, tmp_path):
         assert torch.equal(w0[k], w1[k]), k
     assert (tmp_path / "rank0" / "last.pt").exists()
     assert not (tmp_path / "rank1").exists()
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    from stroke_helpers.train import lr_factor
+
+    total, warmup = 100, 10
+    f = [lr_factor(s, total, warmup) for s in range(total)]
+    assert f[0] == pytest.approx(0.1) and f[warmup - 1] == 1.0 and f[warmup] == 1.0
+    assert all(a <= b for a, b in zip(f[:warmup], f[1:warmup]))  # rising
+    assert all(a >= b for a, b in zip(f[warmup:], f[warmup + 1 :]))  # then falling
+    assert f[-1] < 0.001 and lr_factor(total, total, warmup) == 0.0
