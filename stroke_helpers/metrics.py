@@ -59,6 +59,10 @@ def hd95(pred: np.ndarray, truth: np.ndarray, spacing) -> float:
     if not p.any() or not t.any():
         return math.nan
     sp, st = surface(p), surface(t)
+    # every surface voxel lies in the box around both surfaces, so the distances between them are
+    # the same in that box: transform only the box (exact, and 5-20x less work for small lesions)
+    box = ndimage.find_objects((sp | st).astype(np.uint8))[0]
+    sp, st = sp[box], st[box]
     to_t = ndimage.distance_transform_edt(~st, sampling=spacing)[sp]
     to_p = ndimage.distance_transform_edt(~sp, sampling=spacing)[st]
     return float(max(np.percentile(to_t, 95), np.percentile(to_p, 95)))

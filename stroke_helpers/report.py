@@ -193,6 +193,8 @@ def grid_overheads(out: Path, grid_wall: float) -> dict[str, float]:
     and HD95), from every run's ``history.csv`` (seconds per epoch include validation)."""
     train = val = 0.0
     for history in Path(out, "runs").rglob("history.csv"):
+        if history.parent.name == "stage1":  # a cascade's stage 1 is a copy of the MR+ATT All run
+            continue
         rows = read_history(history.parent)
         train += sum(r["seconds"] - r.get("val_seconds", 0.0) for r in rows)
         val += sum(r.get("val_seconds", 0.0) for r in rows)
