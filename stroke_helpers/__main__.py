@@ -83,6 +83,7 @@ def _config(args, **switches):
 
 
 def reproduce(args) -> None:
+    import json
     import os
     import time
 
@@ -91,7 +92,7 @@ def reproduce(args) -> None:
     from .grid import Grid
     from .phantom import generate_dataset
     from .presets import get_preset
-    from .report import write_report
+    from .report import end_to_end, grid_overheads, write_report
 
     t0, seconds = time.perf_counter(), {}
     preset = get_preset(args.preset)
@@ -112,6 +113,14 @@ def reproduce(args) -> None:
         run_notebooks(Path(__file__).resolve().parents[1] / "notebooks", out, params)
         seconds["notebooks"] = time.perf_counter() - t2
     seconds["total"] = time.perf_counter() - t0
+    wall = sum(grid_seconds.values())
+    timing = {
+        "seconds": seconds,
+        "grid_seconds": grid_seconds,
+        "overheads": grid_overheads(out, wall),
+        "end_to_end": end_to_end(out, data, preset.size, wall),
+    }
+    (out / "timing.json").write_text(json.dumps(timing, indent=1))
     figures = sorted((out / "figures").glob("*.png"))
     print(f"report: {write_report(out, data, args.preset, seconds, figures, grid_seconds)}")
 

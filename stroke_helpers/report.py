@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .datasets import build_slices
 from .grid import ALL_RUN, CASCADES, ROWS, TABLE1, TABLE2, column_name, run_name, seed_folder
 from .metrics import MIN_STUDIES, bootstrap_ci, paired_difference
 from .presets import get_preset
-from .runs import read_history
+from .runs import read_history, read_split, slices_of
 
 # the paper's numbers (ISLES 2018, 19 validation studies): Dice (mean, std), SPEC §1
 PAPER_TABLE1 = {
@@ -200,6 +201,21 @@ def grid_overheads(out: Path, grid_wall: float) -> dict[str, float]:
         val += sum(r.get("val_seconds", 0.0) for r in rows)
     rest = grid_wall - train - val
     return {"training steps": train, "per-epoch validation": val, "everything else": rest, "grid wall": grid_wall}
+
+
+def end_to_end(out: Path, data: Path, size: int, grid_wall: float) -> dict:
+    """Training slices per second of the grid's wall time: every epoch of every trained run
+    (a cascade's copied stage 1 once) counted with its run's training slices."""
+    arrays = build_slices(data, "TRAINING", size, progress=False)
+    slices = 0
+    for history in Path(out, "runs").rglob("history.csv"):
+        if history.parent.name != "stage1":
+            slices += len(read_history(history.parent)) * len(slices_of(arrays, read_split(history.parent)["train"]))
+    return {
+        "training_slices": slices,
+        "grid_wall_s": grid_wall,
+        "slices_per_s": slices / grid_wall if grid_wall else 0.0,
+    }
 
 
 def time_markdown(

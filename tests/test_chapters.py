@@ -98,3 +98,18 @@ def test_paper_figure_grid(results, arrays):
     fig = chapters.paper_figure(results, arrays, (TABLE2[-1],), study, z, "Figure 3")
     assert len(fig.axes) == len(ROWS) and fig.axes[0].get_title().startswith("All\nDice")
     plt.close("all")
+
+
+def test_grid_time_accounting(results, phantom_root, arrays):
+    from stroke_helpers.report import end_to_end, grid_overheads
+    from stroke_helpers.runs import read_history, slices_of
+
+    e2e = end_to_end(results, phantom_root, PRESETS["smoke"].size, grid_wall=10.0)
+    all_run = results / "runs" / ALL_RUN
+    per_epoch = len(slices_of(arrays, read_split(all_run)["train"]))
+    assert e2e["training_slices"] >= len(read_history(all_run)) * per_epoch  # at least the All run's epochs
+    assert e2e["slices_per_s"] == pytest.approx(e2e["training_slices"] / 10.0)
+    parts = grid_overheads(results, 1000.0)
+    assert parts["training steps"] > 0 and parts["everything else"] == pytest.approx(
+        1000.0 - parts["training steps"] - parts["per-epoch validation"]
+    )
