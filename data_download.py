@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from stroke_helpers.arguments import at_least
 from stroke_helpers.download import DownloadError, data_dir, fetch_isles2018
 from stroke_helpers.isles import IslesError, format_summary, verify_dataset
 
@@ -70,10 +71,10 @@ def parser() -> argparse.ArgumentParser:
 
     syn = sub.add_parser("synthetic", help="generate the synthetic ISLES-layout dataset (digital phantom)")
     syn.add_argument("--out", help="dataset folder (default: $STROKE_DATA_DIR/synthetic or ./data/synthetic)")
-    syn.add_argument("--train-cases", type=int, default=94)
-    syn.add_argument("--test-cases", type=int, default=62)
-    syn.add_argument("--seed", type=int, default=0)
-    syn.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    syn.add_argument("--train-cases", type=at_least(0), default=94)
+    syn.add_argument("--test-cases", type=at_least(0), default=62)
+    syn.add_argument("--seed", type=at_least(0), default=0)
+    syn.add_argument("--workers", type=at_least(1), default=None, help="processes (default: all cores)")
     syn.add_argument("--no-pwi", action="store_true", help="skip writing the 4D series (saves ~5 GB)")
     syn.add_argument("--force", action="store_true", help="replace an existing dataset")
     syn.set_defaults(func=_synthetic)
@@ -86,13 +87,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if getattr(args, "train_cases", 1) < 0 or getattr(args, "test_cases", 1) < 0:
-        parser().error("case counts must be >= 0")
     try:
         return args.func(args)
     except (DownloadError, IslesError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was installed; the next run starts again", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .arguments import at_least, folds
 from .isles import MODALITIES
 from .presets import PRESETS
 
@@ -18,8 +19,8 @@ def _training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="ISLES-layout folder (with TRAINING/)")
     p.add_argument("--preset", default="cpu", choices=list(PRESETS))
     p.add_argument("--modalities", default=",".join(MODALITIES), help=f"comma-separated, from {','.join(MODALITIES)}")
-    p.add_argument("--epochs", type=int, help="default: the preset's")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=at_least(1), help="default: the preset's")
+    p.add_argument("--seed", type=at_least(0), default=0)
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
     p.add_argument("--out", required=True, help="run folder")
@@ -36,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--no-multilevel", action="store_true", help="full-resolution loss only")
     c = sub.add_parser("cascade", help="train stage 1, make the synthetic maps, train stage 2")
     _training_args(c)
-    c.add_argument("--folds", type=int, default=0, help="out-of-fold Ms with this many folds (0: in-sample)")
+    c.add_argument("--folds", type=folds, default=0, help="out-of-fold Ms with this many folds (0: in-sample)")
     e = sub.add_parser("evaluate", help="score a run per study; writes RUN/metrics.json")
     e.add_argument("--run", required=True)
     e.add_argument("--split", default="val", choices=["val", "train", "test"])
@@ -56,8 +57,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", default="cpu", choices=list(PRESETS))
     r.add_argument("--data", help="ISLES-layout folder; generated when it has no TRAINING/ (default: DATA/synthetic)")
     r.add_argument("--out", help="results folder (default: results/PRESET)")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--seeds", type=int, help="seeds of the All row and the cascades (default: the preset's)")
+    r.add_argument("--seed", type=at_least(0), default=0)
+    r.add_argument("--seeds", type=at_least(1), help="seeds of the All row and the cascades (default: the preset's)")
     r.add_argument("--skip-notebooks", action="store_true")
     r.add_argument("--no-progress", action="store_true")
     return ap

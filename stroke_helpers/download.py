@@ -95,7 +95,8 @@ class ResumableDownloader:
                 with requests.get(url, headers=headers, stream=True, timeout=self.timeout) as r:
                     if r.status_code == 416:  # nothing left to fetch
                         break
-                    r.raise_for_status()
+                    if r.status_code >= 400:
+                        raise DownloadError(f"{url}: HTTP {r.status_code} {r.reason}; nothing downloaded")
                     if have and r.status_code != 206:
                         have = 0  # the server ignored Range: start again
                     total = have + int(r.headers.get("Content-Length", 0))
@@ -132,12 +133,39 @@ class ResumableDownloader:
         os.replace(part, output_file)
 
 
+def check_url(url: str) -> None:
+    """Only ``http://`` and ``https://`` URLs are downloaded; anything else is refused as such."""
+    scheme = requests.utils.urlparse(url).scheme.lower()
+    if scheme not in ("http", "https"):
+        shown = f"{scheme}://" if scheme else "no scheme"
+        raise DownloadError(
+            f"{url}: only http:// and https:// URLs are downloaded ({shown}); for a local file use --archive"
+        )
+
+
+def remove_stale_temporaries(dest_dir: Path) -> list[Path]:
+    """Empty temporary files that a killed download left behind (pooch's ``tmp*`` beside the
+    downloads, an empty ``.partial/*.part``); a ``.part`` with bytes stays, to be resumed."""
+    stale = [
+        p for p in (*dest_dir.glob("tmp*"), *dest_dir.glob(".partial/*.part")) if p.is_file() and p.stat().st_size == 0
+    ]
+    for p in stale:
+        p.unlink()
+    if stale:
+        print(f"{dest_dir}: removed {len(stale)} empty temporary file(s) left by an interrupted download")
+    return stale
+
+
 def download(url: str, md5: str, dest_dir: str | os.PathLike, progressbar: bool = True, retries: int = 5) -> Path:
     """Download ``url`` into ``dest_dir`` (resumable), check its md5, and return the file.
 
-    On a checksum mismatch the file is deleted and :class:`DownloadError` raised.
+    On a checksum mismatch the file is deleted and :class:`DownloadError` raised. Only http and
+    https URLs are accepted; an HTTP error status is one :class:`DownloadError` line.
     """
+    check_url(url)
     dest_dir = Path(dest_dir)
+    if dest_dir.is_dir():
+        remove_stale_temporaries(dest_dir)
     downloader = ResumableDownloader(dest_dir / ".partial", retries=retries, progressbar=progressbar)
     try:
         path = pooch.retrieve(
@@ -176,8 +204,37 @@ def _member_target(root: Path, name: str) -> Path | None:
     return target
 
 
+#: The largest file of ISLES 2018 is a 4D series (256 x 256 x 22 x 64 int16, 185 MB); a member
+#: declaring more than this is not ISLES data.
+MAX_MEMBER_BYTES = 1 << 30
+#: Declared size over archive size. NIfTI volumes compress a few times (masks far more), so a
+#: whole ISLES archive stays well under this; a zip bomb does not.
+MAX_RATIO = 100
+
+
+def check_sizes(archive: Path, dest: Path, sizes: dict[str, int]) -> None:
+    """Refuse, before anything is written, an archive whose members declare an absurd size, an
+    absurd compression ratio, or more bytes than ``dest`` has free."""
+    for name, size in sizes.items():
+        if size > MAX_MEMBER_BYTES:
+            raise DownloadError(
+                f"refusing archive member {name!r}: it declares {size / 1e6:.0f} MB, more than any ISLES file "
+                f"({MAX_MEMBER_BYTES / 1e6:.0f} MB at most)"
+            )
+    total, packed = sum(sizes.values()), max(archive.stat().st_size, 1)
+    if total / packed > MAX_RATIO:
+        raise DownloadError(
+            f"{archive}: refusing to extract: it declares {total / 1e6:.0f} MB from {packed / 1e6:.1f} MB "
+            f"(compression ratio {total / packed:.0f}, more than {MAX_RATIO}: a decompression bomb?)"
+        )
+    free = shutil.disk_usage(dest).free
+    if total > free:
+        raise DownloadError(f"{archive}: needs {total / 1e9:.1f} GB to extract but {dest} has {free / 1e9:.1f} GB free")
+
+
 def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Extract a ``.zip`` or ``.tar[.gz]`` into ``dest``, refusing members (or links) that escape it."""
+    """Extract a ``.zip`` or ``.tar[.gz]`` into ``dest``, refusing members (or links, devices,
+    fifos) that escape it, and archives that declare absurd sizes (:func:`check_sizes`)."""
     archive, dest = Path(archive), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     if zipfile.is_zipfile(archive):
@@ -187,6 +244,7 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
                 if (info.external_attr >> 16) & 0o170000 == 0o120000:
                     raise DownloadError(f"refusing archive member {info.filename!r}: symbolic link")
                 _member_target(dest, info.filename)
+            check_sizes(archive, dest, {i.filename: i.file_size for i in members})
             for info in tqdm(members, desc=f"extract {archive.name}", unit="file", leave=False):
                 if _member_target(dest, info.filename) is not None:
                     zf.extract(info, dest)
@@ -196,7 +254,10 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
             for m in members:
                 if m.issym() or m.islnk():
                     raise DownloadError(f"refusing archive member {m.name!r}: link")
+                if not (m.isfile() or m.isdir()):
+                    raise DownloadError(f"refusing archive member {m.name!r}: a device, fifo or other special file")
                 _member_target(dest, m.name)
+            check_sizes(archive, dest, {m.name: m.size for m in members if m.isfile()})
             keep = [m for m in members if _member_target(dest, m.name) is not None]
             tf.extractall(dest, members=keep, filter="data")
     else:

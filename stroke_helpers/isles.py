@@ -132,6 +132,17 @@ def find_case_files(case_dir: str | Path) -> dict[str, Path]:
     return found
 
 
+def not_nifti(case_dir: Path) -> dict[str, Path]:
+    """Files of a case that carry a modality token but are not NIfTI (``.txt``, ``.zip`` ...)."""
+    found = {}
+    for path in case_dir.rglob("*"):
+        if path.is_file() and not path.name.startswith(".") and not _NIFTI_RE.search(path.name):
+            token = modality_token(path.stem)
+            if token is not None:
+                found.setdefault(token, path)
+    return found
+
+
 def discover_cases(root: str | Path, split: str = "TRAINING") -> list[Path]:
     """Case folders of one split (``TRAINING`` or ``TESTING``), in numerical order."""
     split_dir = Path(root) / split
@@ -211,6 +222,7 @@ class Study:
             raise IslesError(
                 f"{self.name}: {self.files['4DPWI'].name} has shape {data.shape}, expected {self.shape} + (time,)"
             )
+        check_frames(self.name, self.files["4DPWI"].name, data.shape[-1])
         return data
 
     @property
@@ -224,6 +236,15 @@ class Study:
             warnings.warn(f"{self.name}: no time step in the 4DPWI header, assuming 1 s", stacklevel=2)
             dt = 1.0
         return dt
+
+
+#: Fewer frames than this cannot be deconvolved into maps (ISLES 2018 has 43-64).
+MIN_FRAMES = 10
+
+
+def check_frames(case: str, filename: str, frames: int) -> None:
+    if frames < MIN_FRAMES:
+        raise IslesError(f"{case}: {filename} has {frames} frames; at least {MIN_FRAMES} are needed to deconvolve")
 
 
 def _read(path: Path, case: str, nan_policy: str, notes: list[str]) -> tuple[np.ndarray, nib.Nifti1Image]:
@@ -270,6 +291,10 @@ def load_study(
     if require_mask is None:
         require_mask = case_dir.parent.name == "TRAINING"
     missing = [m for m in (*modalities, *(["OT"] if require_mask else [])) if m not in files]
+    strays = not_nifti(case_dir)
+    for m in missing:
+        if m in strays:
+            raise IslesError(f"{name}: {strays[m].name} is not a NIfTI file (.nii or .nii.gz), so {m} is missing")
     if missing:
         raise IslesError(f"{name}: missing modality {', '.join(missing)} in {case_dir}")
 
@@ -425,6 +450,9 @@ def verify_dataset(root: str | Path, splits=SPLITS) -> tuple[list[SplitSummary],
         cases = discover_cases(root, split)
         if not cases:
             problems.append(f"{root / split}: no case_N folders")
+        for other in sorted((root / split).iterdir()):
+            if other.is_dir() and not _CASE_RE.match(other.name) and other.name != "__MACOSX":
+                problems.append(f"{split}/{other.name}: not a case_N folder (the loader skips it)")
         for case in cases:
             summary.cases += 1
             try:
@@ -438,6 +466,7 @@ def verify_dataset(root: str | Path, splits=SPLITS) -> tuple[list[SplitSummary],
                         raise IslesError(
                             f"{study.name}: {files['4DPWI'].name} has shape {shape}, expected {study.shape} + (time,)"
                         )
+                    check_frames(study.name, files["4DPWI"].name, shape[-1])
             except IslesError as exc:
                 problems.append(str(exc))
                 continue

@@ -34,7 +34,6 @@ import csv
 import os
 import shutil
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -501,6 +500,45 @@ def _simulate_and_write(args):
     return rows
 
 
+def _die_with_parent() -> None:
+    """Pool initializer: on Linux, the kernel kills this worker when its parent dies (even by
+    SIGKILL), so an interrupted generation never leaves workers writing files."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the pool is still terminated on any exception
+        pass
+
+
+def _run_jobs(jobs: list, workers: int):
+    """Each job's rows as it finishes; in ``workers`` spawned processes when more than one. On
+    any exception, Ctrl-C included, the workers are terminated before it propagates."""
+    if workers <= 1:
+        yield from map(_simulate_and_write, jobs)
+        return
+    threads = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {k: os.environ.get(k) for k in threads}
+    os.environ.update({k: "1" for k in threads})  # one thread per worker, inherited at spawn
+    try:
+        pool = get_context("spawn").Pool(workers, initializer=_die_with_parent)
+    finally:
+        for k, value in saved.items():
+            if value is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = value
+    try:
+        yield from pool.imap_unordered(_simulate_and_write, jobs)
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+
+
 def generate_dataset(
     out: str | os.PathLike,
     train_cases: int = 94,
@@ -514,8 +552,9 @@ def generate_dataset(
     """Write the synthetic ISLES-layout dataset to ``out`` and return it.
 
     An existing dataset in ``out`` is kept (error) unless ``force``. The dataset is built in a
-    temporary sibling folder and moved into place at the end, so an interrupted run leaves
-    nothing half-written.
+    temporary sibling folder (``OUT.partial``) and moved into place at the end, so an interrupted
+    run leaves nothing half-written in ``out``; its workers die with it (even on SIGKILL, on
+    Linux), and the next run removes the partial folder and says that it starts again.
     """
     out = Path(out)
     config = config or PhantomConfig()
@@ -523,7 +562,9 @@ def generate_dataset(
         if not force:
             raise FileExistsError(f"{out} already exists and is not empty; pass force=True (--force) to replace it")
     tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    if tmp.exists():
+        print(f"{tmp}: left by an interrupted run; removed, starting again from scratch", flush=True)
+        shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     rng = np.random.default_rng(seed)
     jobs = []
@@ -545,23 +586,8 @@ def generate_dataset(
             case += len(slabs)
     workers = workers or min(os.cpu_count() or 1, 8)
     rows = []
-    if workers > 1:
-        saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-        os.environ.update({k: "1" for k in saved})
-        try:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(_simulate_and_write, j) for j in jobs]
-                for f in tqdm(as_completed(futures), total=len(futures), desc="phantom patients", disable=not progress):
-                    rows += f.result()
-        finally:
-            for k, val in saved.items():
-                if val is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = val
-    else:
-        for j in tqdm(jobs, desc="phantom patients", disable=not progress):
-            rows += _simulate_and_write(j)
+    for batch in tqdm(_run_jobs(jobs, workers), total=len(jobs), desc="phantom patients", disable=not progress):
+        rows += batch
     rows.sort(key=lambda r: (r["split"], int(r["case"].split("_")[1])))
     with open(tmp / PATIENTS_FILE, "w", newline="") as f:
         w = csv.DictWriter(f, ["split", "case", "patient"])

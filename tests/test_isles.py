@@ -58,7 +58,7 @@ def test_discovery_ignores_ids_and_junk(tmp_path):
 
 
 def test_load_study_types_and_lazy_pwi(tmp_path):
-    case = make_case(tmp_path / "TRAINING", 3, shape=(16, 12, 4), frames=7)
+    case = make_case(tmp_path / "TRAINING", 3, shape=(16, 12, 4), frames=12)
     study = load_study(case)
     assert study.shape == (16, 12, 4) and study.n_slices == 4
     assert list(study.images) == ["CT", "CBV", "CBF", "MTT", "Tmax"]
@@ -67,7 +67,7 @@ def test_load_study_types_and_lazy_pwi(tmp_path):
     assert study.spacing == pytest.approx((0.976562, 0.976562, 5.0003), rel=1e-6)
     assert study.voxel_ml == pytest.approx(0.976562**2 * 5.0003 / 1000)
     assert "pwi" not in study.__dict__  # not read yet
-    assert study.pwi.shape == (16, 12, 4, 7)
+    assert study.pwi.shape == (16, 12, 4, 12)
     assert study.pwi_time_step == pytest.approx(1.5)
     np.testing.assert_array_equal(study.CT, study.images["CT"])
 
