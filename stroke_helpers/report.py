@@ -203,6 +203,37 @@ def grid_overheads(out: Path, grid_wall: float) -> dict[str, float]:
     return {"training steps": train, "per-epoch validation": val, "everything else": rest, "grid wall": grid_wall}
 
 
+PLATEAU = 0.02  # a run is on its plateau when its last three epochs' mean validation Dice is this close to its best
+
+
+def convergence(out: Path) -> list[dict]:
+    """Per trained run: best validation Dice, the mean of its last three epochs, whether that is
+    within :data:`PLATEAU` of the best (the learning curve has flattened), and its final Dice."""
+    rows = []
+    for history in sorted(Path(out, "runs").rglob("history.csv")):
+        if history.parent.name == "stage1":
+            continue
+        dice = [r["val_dice"] for r in read_history(history.parent)]
+        best, tail = max(dice), float(np.mean(dice[-3:]))
+        name = str(history.parent.relative_to(Path(out, "runs")))
+        rows.append({"run": name, "best": best, "last3": tail, "final": dice[-1], "plateau": best - tail <= PLATEAU})
+    return rows
+
+
+def convergence_markdown(out: Path) -> str:
+    """How many runs reached their plateau, and every run that did not or that ended below 0.2."""
+    rows = convergence(out)
+    if not rows:
+        return "No trained runs."
+    flat = sum(r["plateau"] for r in rows)
+    lines = [f"{flat} of {len(rows)} runs reached their plateau (last three epochs within {PLATEAU} of the best)."]
+    odd = [r for r in rows if not r["plateau"] or r["final"] < 0.2]
+    if odd:
+        lines += ["", "| run | best | last 3 epochs | final |", "|---|---|---|---|"]
+        lines += [f"| {r['run']} | {r['best']:.3f} | {r['last3']:.3f} | {r['final']:.3f} |" for r in odd]
+    return "\n".join(lines)
+
+
 def end_to_end(out: Path, data: Path, size: int, grid_wall: float) -> dict:
     """Training slices per second of the grid's wall time: every epoch of every trained run
     (a cascade's copied stage 1 once) counted with its run's training slices."""
@@ -283,6 +314,7 @@ def write_report(
             "",
             seeds_markdown(out, split=split),
         ]
+    lines += ["", "## Convergence (validation Dice per epoch)", "", convergence_markdown(out)]
     lines += ["", "## Figures", ""] + [f"- [{f.name}]({f.relative_to(out)})" for f in figures]
     lines += ["", "## Time", "", time_markdown(seconds, out, grid_seconds)]
     path = out / "report.md"

@@ -132,3 +132,24 @@ def test_forest_plot_draws_every_claim():
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["c vs d", "a vs b"]
     assert ax.lines[0].get_xdata().tolist() == [0.01, 0.09]  # the first claim's interval, on top
+
+
+def test_convergence_flags_runs_off_their_plateau(tmp_path):
+    from stroke_helpers.report import convergence, convergence_markdown
+    from stroke_helpers.runs import write_history
+
+    for name, curve in (
+        ("flat", [0.2, 0.6, 0.70, 0.71, 0.70]),
+        ("rising", [0.1, 0.3, 0.5, 0.6, 0.7]),
+        ("dead", [0.0] * 5),
+    ):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        write_history(
+            [{"epoch": i + 1, "val_dice": d} for i, d in enumerate(curve)], tmp_path / "runs" / name / "history.csv"
+        )
+    rows = {r["run"]: r for r in convergence(tmp_path)}
+    assert rows["flat"]["plateau"] and not rows["rising"]["plateau"] and rows["dead"]["plateau"]
+    assert rows["rising"]["last3"] == pytest.approx(0.6)
+    text = convergence_markdown(tmp_path)
+    assert text.startswith("2 of 3 runs reached their plateau") and "| rising |" in text and "| dead |" in text
+    assert "| flat |" not in text
