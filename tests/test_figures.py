@@ -1,0 +1,81 @@
+"""Every figure function the chapters show: the panels, titles and data they are asked to draw."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from stroke_helpers import figures  # noqa: E402
+
+rng = np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def disk(n=32, r=6):
+    y, x = np.mgrid[:n, :n]
+    return (x - n / 2) ** 2 + (y - n / 2) ** 2 < r**2
+
+
+def test_segmentation_grid_dice_titles_and_contours():
+    truth = disk()
+    grid = [
+        [{"image": rng.random((32, 32)), "truth": truth, "pred": truth}, None],
+        [{"image": rng.random((32, 32)), "truth": truth, "pred": np.zeros_like(truth)}],
+    ]
+    fig = figures.segmentation_grid(grid, row_labels=("a", "b"), col_labels=("first", "second"))
+    axes = fig.axes
+    assert len(axes) == 4 and axes[0].get_title() == "first\nDice 1.00" and axes[2].get_title() == "Dice 0.00"
+    assert (
+        len(axes[0].collections) == 2 and len(axes[2].collections) == 1
+    )  # expert red + prediction blue; no prediction
+    assert not axes[1].axison  # the empty panel
+
+
+def test_learning_curves_one_line_per_run():
+    h = [{"epoch": e, "train_loss": 1 / e, "val_dice": 0.1 * e} for e in range(1, 5)]
+    fig = figures.learning_curves({"base": h, "MR": h})
+    assert [len(ax.lines) for ax in fig.axes] == [2, 2]
+    assert list(fig.axes[1].lines[0].get_ydata()) == pytest.approx([0.1, 0.2, 0.3, 0.4])
+
+
+def test_level_outputs_and_class_weights():
+    fig = figures.level_outputs(
+        rng.random((32, 32)), disk(), rng.random((6, 32, 32)), (0.03, 0.045, 0.05, 0.125, 0.25, 0.5)
+    )
+    assert (
+        len(fig.axes) == 7
+        and fig.axes[1].get_title() == "level 6 (W=0.03)"
+        and fig.axes[-1].get_title() == "level 1 (W=0.5)"
+    )
+    fig = figures.class_weight_figure(rng.random((32, 32)), disk().astype(float), np.where(disk(), 0.7, 0.3))
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["input", "expert mask Y", "class weights C"]
+
+
+def test_synthetic_map_figure_and_time_curves():
+    channels = {m: rng.random((32, 32)) for m in ("CT", "CBF", "Tmax")}
+    fig = figures.synthetic_map_figure(channels, rng.random((32, 32)), disk())
+    assert fig.axes[-1].get_title() == "synthetic map Ms" and fig.axes[-1].images[0].get_clim() == (0, 1.5)
+    t = np.arange(40.0)
+    fig = figures.time_curves(t, {"arterial input": np.exp(-((t - 10) ** 2) / 8), "core (3 voxels)": t * 0})
+    assert [len(ax.lines) for ax in fig.axes] == [1, 1]  # the AIF left, tissue right
+
+
+def test_histograms_and_side_by_side_maps(phantom_root):
+    from stroke_helpers.chapters import load_studies
+
+    studies = load_studies(phantom_root, 2)
+    fig = figures.modality_histograms(studies)
+    assert [ax.get_title() for ax in fig.axes] == ["CT", "CBF", "CBV", "MTT", "Tmax"]
+    assert all(len(ax.patches) == 2 for ax in fig.axes)  # brain and lesion
+    fig = figures.lesion_volume_histogram([3.0, 15.0, 40.0])
+    assert "median 15.0 mL" in fig.axes[0].get_legend_handles_labels()[1][0]
+    s = studies[0]
+    fig = figures.maps_side_by_side(s.images, s.images, 0)
+    assert len(fig.axes) == 8 and fig.axes[0].get_title() == "CBF provided"
