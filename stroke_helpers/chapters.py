@@ -53,6 +53,24 @@ def run_notebooks(notebook_dir: Path, out: Path, parameters: dict, progress: boo
     return done
 
 
+def publish_notebooks(executed: Path, notebook_dir: Path = REPOSITORY / "notebooks") -> list[Path]:
+    """Copy executed chapters (``reproduce``'s ``OUT/notebooks``) over the repository's, with
+    their outputs but without papermill's injected-parameters cell and run paths, so that the
+    committed notebooks keep literal parameters that resolve on any machine."""
+    import nbformat
+
+    done = []
+    for name in NOTEBOOKS:
+        nb = nbformat.read(Path(executed) / f"{name}.ipynb", as_version=4)
+        nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+        papermill = nb.metadata.get("papermill", {})
+        for key in ("input_path", "output_path", "parameters"):
+            papermill.pop(key, None)
+        nbformat.write(nb, Path(notebook_dir) / f"{name}.ipynb")
+        done.append(Path(notebook_dir) / f"{name}.ipynb")
+    return done
+
+
 def notebook_paths(preset: str, data: str = "", results: str = "") -> tuple[str, Path, Path]:
     """What a notebook's parameters resolve to: ``(preset, DATA, RESULTS)``.
 

@@ -153,3 +153,25 @@ def test_convergence_flags_runs_off_their_plateau(tmp_path):
     text = convergence_markdown(tmp_path)
     assert text.startswith("2 of 3 runs reached their plateau") and "| rising |" in text and "| dead |" in text
     assert "| flat |" not in text
+
+
+def test_publish_notebooks_drops_injected_parameters(tmp_path):
+    import nbformat
+
+    from stroke_helpers.chapters import NOTEBOOKS, publish_notebooks
+
+    executed, target = tmp_path / "executed", tmp_path / "notebooks"
+    executed.mkdir()
+    target.mkdir()
+    for name in NOTEBOOKS:
+        nb = nbformat.v4.new_notebook()
+        params = nbformat.v4.new_code_cell('data = ""', metadata={"tags": ["parameters"]})
+        injected = nbformat.v4.new_code_cell('data = "/work/x"', metadata={"tags": ["injected-parameters"]})
+        shown = nbformat.v4.new_code_cell("print(1)", outputs=[nbformat.v4.new_output("stream", text="1\n")])
+        nb.cells = [params, injected, shown]
+        nb.metadata["papermill"] = {"input_path": "/work/x.ipynb", "parameters": {"data": "/work/x"}, "duration": 1.0}
+        nbformat.write(nb, executed / f"{name}.ipynb")
+    publish_notebooks(executed, target)
+    nb = nbformat.read(target / f"{NOTEBOOKS[0]}.ipynb", as_version=4)
+    assert [c.source for c in nb.cells] == ['data = ""', "print(1)"] and nb.cells[1].outputs[0].text == "1\n"
+    assert nb.metadata["papermill"] == {"duration": 1.0}
