@@ -461,7 +461,10 @@ def verify_dataset(root: str | Path, splits=SPLITS) -> tuple[list[SplitSummary],
                     summary.modalities[token] = summary.modalities.get(token, 0) + 1
                 study = load_study(case)
                 if "4DPWI" in files:
-                    shape = nib.load(files["4DPWI"]).shape
+                    try:
+                        shape = nib.load(files["4DPWI"]).shape
+                    except Exception as exc:  # nibabel raises many types for damaged files
+                        raise IslesError(f"{study.name}: cannot read {files['4DPWI'].name} ({exc})") from None
                     if tuple(shape[:3]) != study.shape:
                         raise IslesError(
                             f"{study.name}: {files['4DPWI'].name} has shape {shape}, expected {study.shape} + (time,)"

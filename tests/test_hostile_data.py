@@ -270,3 +270,11 @@ def test_killed_generation_leaves_no_worker_and_restarts_clean(tmp_path, signal_
     assert rerun.returncode == 0, rerun.stderr
     assert "left by an interrupted run; removed, starting again from scratch" in rerun.stdout
     assert (out / "TRAINING" / "case_1").is_dir() and not partial.exists()
+
+
+def test_verify_names_an_unreadable_4d_series(tmp_path):
+    case = make_case(tmp_path / "TRAINING", 1)
+    pwi = next(case.glob("*4DPWI*/*.nii"))
+    pwi.write_bytes(b"not a nifti at all")
+    _, problems = verify_dataset(tmp_path)
+    assert any(p.startswith(f"TRAINING/case_1: cannot read {pwi.name}") for p in problems), problems
