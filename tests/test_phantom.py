@@ -16,12 +16,12 @@ def test_files_have_isles_dtypes_and_header_quirks(phantom_root):
     case = phantom_root / "TRAINING" / "case_1"
     files = find_case_files(case)
     assert set(files) == {"CT", "4DPWI", "CBF", "CBV", "MTT", "Tmax", "OT"}
-    ids = {t: int(p.name.split(".")[-2]) for t, p in files.items()}
+    ids = {t: int(p.name[: -len(".nii.gz")].split(".")[-1]) for t, p in files.items()}
     assert [ids[t] for t in ("4DPWI", "CT", "CBF", "CBV", "MTT", "Tmax", "OT")] == list(
         range(ids["4DPWI"], ids["4DPWI"] + 7)
     )
     for token, path in files.items():
-        assert path.suffix == ".nii" and path.parent.name == path.name[:-4]
+        assert path.name.endswith(".nii.gz") and path.parent.name == path.name[: -len(".nii.gz")]  # compressed
         img = nib.load(path)
         hdr = img.header
         assert img.get_data_dtype() == np.dtype(DTYPES[token]), token
