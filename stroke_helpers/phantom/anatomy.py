@@ -7,8 +7,8 @@ probability maps; the intracranial volume is the skull-stripped T1's support; CS
 intracranial volume leaves (sulci, cisterns, the ventricles); deep grey matter (caudate,
 lentiform nucleus, thalamus) is grey matter more than 18 mm under the brain's surface;
 ventricles are CSF more than 12 mm under it. Skull and scalp are shells around the
-intracranial volume at their distance outside it (bone 5-8 mm: dense tables 1400-1900 HU around
-a darker diploe; scalp 4-7 mm: skin over fat, the fat clipped like the real files).
+intracranial volume at their distance outside it (bone 4-6.5 mm: dense tables 1400-1900 HU around
+a darker diploe; scalp 3-6 mm: skin over fat, the fat clipped like the real files).
 
 Per patient (seeded): yaw N(0, 5 deg), pitch N(4, 6 deg) (CT slices roughly follow the
 orbito-meatal line), roll N(0, 2 deg), isotropic scale U(0.92, 1.08), in-plane shift N(0, 5 mm),
@@ -81,8 +81,8 @@ def patient_pose(rng) -> dict:
         "scale": rng.uniform(0.92, 1.08),
         "shift": np.array([*rng.normal(0, 5, 2), 0.0]),
         "elastic_mm": 2.5,
-        "bone": rng.uniform(5.0, 8.0),
-        "scalp": rng.uniform(4.0, 7.0),
+        "bone": rng.uniform(4.0, 6.5),
+        "scalp": rng.uniform(3.0, 6.0),
         "bone_hu": rng.uniform(1400, 1900),
     }
 
