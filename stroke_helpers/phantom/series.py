@@ -9,8 +9,9 @@ Series: indicator dilution on a 0.05 s grid (gamma-variate AIF, t0 3-8 s, alpha 
 1.5-2.5 s, peak 280-420 HU, recirculation in half the patients; exponential residue, extra
 dispersion 2-3 s in ischaemic tissue), sampled every second for 43-60 frames on top of the NCCT,
 with arteries (~45 HU at baseline) in the healthy hemisphere, a sinus, and spatially correlated
-noise (8 HU per frame before in-plane correlation, 2.8 HU per voxel). Motion: a quarter of the
-studies move rigidly (in-plane shift up to ~1.5 mm, drifting over the frames).
+noise (8 HU per frame before in-plane correlation, 2.8 HU per voxel). No patient motion yet:
+shifting the skull by a fraction of a voxel throws hundreds of HU into edge voxels, which the
+automatic AIF then picks; real software registers the frames first.
 
 NCCT: the anatomy's HU (:mod:`.anatomy`), the core darkened by its net water uptake
 (:func:`.ischaemia.core_hypodensity`, growing with onset-to-CT time), noise 4 HU.
@@ -172,19 +173,10 @@ def ncct(rng, anat: dict, les: dict, times: dict, config: PhantomConfig) -> tupl
     return ct.astype(np.float32), darkening
 
 
-def _motion(rng, n_frames: int) -> np.ndarray | None:
-    """Per-frame in-plane shifts (voxels) for a moving study (a quarter of them), else None."""
-    if rng.random() >= 0.25:
-        return None
-    drift = rng.normal(0, 0.8, 2) * np.linspace(0, 1, n_frames)[:, None]
-    return drift + rng.normal(0, 0.15, (n_frames, 2))
-
-
 def render_series(rng, config: PhantomConfig, ct, weights, table, art, sinus, bol, head) -> np.ndarray:
     """The 4D series ``(X, Y, Z, T)`` int16, slice by slice: tissue mix + vessels + NCCT + noise."""
     keys_w = np.stack(list(weights.values()), axis=-1)
     wsum = keys_w.sum(axis=-1)
-    motion = _motion(rng, bol["n_frames"])
     series = np.empty(ct.shape + (bol["n_frames"],), np.int16)
     buf = np.empty(ct.shape[:2] + (bol["n_frames"],), np.float32)
     hbox = perfusion.bounding_box(head.any(axis=2), margin=3)
@@ -198,9 +190,6 @@ def render_series(rng, config: PhantomConfig, ct, weights, table, art, sinus, bo
         base = ct[:, :, z][a_idx][:, None]
         buf[a_idx] = base + (buf[a_idx] - base) * (1 - a) + a * bol["aif"]
         buf[sinus[:, :, z]] += bol["vof"]
-        if motion is not None:
-            for t in range(bol["n_frames"]):
-                buf[:, :, t] = ndimage.shift(buf[:, :, t], motion[t], order=1, mode="nearest")
         if config.noise_hu:  # the background outside the head stays constant, as in the real files
             correlated_noise(rng, noise, config.noise_hu, config.noise_sigma)
             noise *= head[hbox + (z, None)]
