@@ -302,11 +302,18 @@ def compute_maps(
 # --- classical thresholds ------------------------------------------------------------------
 
 
-def tissue_mask(ct: np.ndarray, brain: np.ndarray, low: float = 15.0, high: float = 60.0) -> np.ndarray:
-    """Brain parenchyma: the brain mask without CSF (< ``low`` HU) or vessels/calcifications
-    (> ``high``), on CT smoothed in-plane by one voxel to tame its noise."""
+def tissue_mask(
+    ct: np.ndarray, brain: np.ndarray, low: float = 15.0, high: float = 60.0, cbv: np.ndarray | None = None
+) -> np.ndarray:
+    """Brain parenchyma: the brain mask without CSF (< ``low`` HU) or calcifications (> ``high``),
+    on CT smoothed in-plane by one voxel to tame its noise; with ``cbv``, also without vessels,
+    whose blood (~45 HU) passes the CT window but whose CBV is several times tissue's (> 4 times
+    the median)."""
     smooth = ndimage.gaussian_filter(ct.astype(np.float32), (1, 1, 0))
-    return brain.astype(bool) & (smooth >= low) & (smooth <= high)
+    tissue = brain.astype(bool) & (smooth >= low) & (smooth <= high)
+    if cbv is not None and tissue.any():
+        tissue &= cbv <= 4 * np.median(cbv[tissue])
+    return tissue
 
 
 def hemisphere_masks(brain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -314,6 +321,19 @@ def hemisphere_masks(brain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = np.arange(brain.shape[0])[:, None, None]
     mid = (x * brain).sum() / max(brain.sum(), 1)
     return brain & (x < mid), brain & (x >= mid)
+
+
+def reference_hemisphere(cbf: np.ndarray, tissue: np.ndarray, tmax: np.ndarray, tie_s: float = 0.5) -> np.ndarray:
+    """The contralateral (healthy) half of ``tissue``: the one with the lower median Tmax; when
+    the medians are within ``tie_s`` seconds of each other (a small lesion, or none), the one
+    with the higher median CBF, so a tie never picks the ischaemic side by accident."""
+    a, b = hemisphere_masks(tissue)
+    if not (a.any() and b.any()):
+        return tissue
+    ta, tb = np.median(tmax[a]), np.median(tmax[b])
+    if abs(ta - tb) >= tie_s:
+        return a if ta < tb else b
+    return a if np.median(cbf[a]) >= np.median(cbf[b]) else b
 
 
 def relative_cbf(cbf: np.ndarray, tissue: np.ndarray, tmax: np.ndarray | None = None) -> np.ndarray:
@@ -326,9 +346,7 @@ def relative_cbf(cbf: np.ndarray, tissue: np.ndarray, tmax: np.ndarray | None = 
     """
     reference = tissue
     if tmax is not None:
-        a, b = hemisphere_masks(tissue)
-        if a.any() and b.any():
-            reference = a if np.median(tmax[a]) <= np.median(tmax[b]) else b
+        reference = reference_hemisphere(cbf, tissue, tmax)
     ref = float(np.mean(cbf[reference])) if reference.any() else 0.0
     return np.where(tissue, cbf / ref, 0.0) if ref > 0 else np.zeros_like(cbf, dtype=np.float64)
 

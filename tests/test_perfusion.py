@@ -133,3 +133,23 @@ def test_relative_cbf_uses_the_less_delayed_hemisphere():
     r = P.relative_cbf(cbf, tissue, tmax)
     assert r[0, 0, 0] == pytest.approx(0.25) and r[9, 0, 0] == pytest.approx(1.0)
     np.testing.assert_array_equal(P.core_rcbf(cbf, tissue, tmax)[:, 0, 0], [True] * 5 + [False] * 5)
+
+
+def test_reference_hemisphere_tie_goes_to_the_higher_flow():
+    cbf = np.ones((10, 4, 1)) * 50.0
+    cbf[:5] = 30.0  # the left half has less flow ...
+    tissue = np.ones_like(cbf, bool)
+    tmax = np.full_like(cbf, 2.0)  # ... and the same Tmax: a tie
+    ref = P.reference_hemisphere(cbf, tissue, tmax)
+    assert ref[5:].all() and not ref[:5].any()
+    tmax[5:] = 9.0  # a clear Tmax difference wins over flow
+    assert P.reference_hemisphere(cbf, tissue, tmax)[:5].all()
+
+
+def test_tissue_mask_drops_csf_and_vessels():
+    ct = np.full((20, 20, 1), 35.0)
+    ct[:4] = 5.0  # CSF
+    cbv = np.full_like(ct, 3.0)
+    cbv[10, 10] = 40.0  # an artery at tissue-like HU
+    tissue = P.tissue_mask(ct, np.ones_like(ct, bool), cbv=cbv)
+    assert not tissue[:3].any() and not tissue[10, 10, 0] and tissue[15, 15, 0]
