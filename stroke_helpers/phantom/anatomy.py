@@ -5,17 +5,18 @@ Template (``nilearn/datasets/data/mni_icbm152_{t1,gm,wm}_tal_nlin_sym_09a_conver
 197x233x189 at 1 mm, MNI ``x = i - 98, y = j - 134, z = k - 72``): grey and white matter are its
 probability maps; the intracranial volume is the skull-stripped T1's support; CSF is what the
 intracranial volume leaves (sulci, cisterns, the ventricles); deep grey matter (caudate,
-lentiform nucleus, thalamus) is grey matter more than 18 mm under the brain's surface;
-ventricles are CSF more than 12 mm under it. Skull and scalp are shells around the
+lentiform nucleus, thalamus) is grey matter more than 18 mm under the brain's surface (36 HU);
+the ventricles are the template's own (its CSF deep inside), so they change with level. Skull and scalp are shells around the
 intracranial volume at their distance outside it (bone 4-6.5 mm: dense tables 1400-1900 HU around
-a darker diploe; scalp 3-6 mm: skin over fat, the fat clipped like the real files).
+a darker diploe; scalp 2.5-5 mm: galea and fat mixed at 15 HU under 1.5 mm of skin at 38 HU; air is
+clipped to the real files' constant background).
 
 Per patient (seeded): yaw N(0, 5 deg), pitch N(4, 6 deg) (CT slices roughly follow the
 orbito-meatal line), roll N(0, 2 deg), isotropic scale U(0.92, 1.08), in-plane shift N(0, 5 mm),
 and a smooth elastic deformation (random displacement, SD 2.5 mm, correlated over ~30 mm).
 Slabs: the first slice's MNI height is drawn so that the slab centre lies around z = +18 mm
 (SD 14 mm: mostly basal ganglia to supraventricular levels, some lower), kept inside -40..+78 mm.
-Each 5 mm slice averages five 1 mm planes (partial volume), resampled to 256x256 at 0.976562 mm.
+Each 5 mm slice averages three planes 1.67 mm apart (partial volume), resampled to 256x256 at 0.976562 mm.
 
 Tissue HU (SPEC §3): GM 38, deep GM 36, WM 30, CSF 8; background -23 (the real files clip air).
 """
@@ -29,7 +30,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-HU = {"GM": 38.0, "deepGM": 36.0, "WM": 30.0, "CSF": 8.0, "skin": 38.0, "fat": -90.0, "blood": 45.0}
+HU = {"GM": 38.0, "deepGM": 36.0, "WM": 30.0, "CSF": 8.0, "skin": 38.0, "scalp": 15.0, "blood": 45.0}
 BACKGROUND_HU = -23.0
 SPACING_XY = 0.976562
 SLICE_MM = 5.0003
@@ -82,7 +83,7 @@ def patient_pose(rng) -> dict:
         "shift": np.array([*rng.normal(0, 5, 2), 0.0]),
         "elastic_mm": 2.5,
         "bone": rng.uniform(4.0, 6.5),
-        "scalp": rng.uniform(3.0, 6.0),
+        "scalp": rng.uniform(2.5, 5.0),
         "bone_hu": rng.uniform(1400, 1900),
     }
 
@@ -142,7 +143,7 @@ def _shell_hu(outside: np.ndarray, pose: dict) -> tuple[np.ndarray, np.ndarray]:
     b, s = pose["bone"], pose["scalp"]
     t = np.clip(outside / b, 0, 1)
     bone = pose["bone_hu"] * (1 - 0.55 * np.sin(np.pi * t) ** 2)  # dense tables, darker diploe
-    scalp = np.where((outside > b + 1.0) & (outside < b + 2.0), HU["fat"], HU["skin"])  # a thin fat layer
+    scalp = np.where(outside > b + s - 1.5, HU["skin"], HU["scalp"])  # galea and fat, mixed, then skin
     hu = np.where((outside > 0) & (outside <= b), bone, np.where(outside <= b + s, scalp, BACKGROUND_HU))
     return hu.astype(np.float32), outside <= b + s
 
