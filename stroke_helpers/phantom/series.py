@@ -13,6 +13,9 @@ noise (8 HU per frame before in-plane correlation, 2.8 HU per voxel). No patient
 shifting the skull by a fraction of a voxel throws hundreds of HU into edge voxels, which the
 automatic AIF then picks; real software registers the frames first.
 
+OT: drawn on DWI (:mod:`.ischaemia`), registered to the CTP with a small rigid in-plane error
+(:func:`registration_error`); the truth folder keeps it unshifted as ``ot_dwi``.
+
 NCCT: the anatomy's HU (:mod:`.anatomy`), the core darkened by its net water uptake
 (:func:`.ischaemia.core_hypodensity`, growing with onset-to-CT time), noise 4 HU.
 """
@@ -89,6 +92,12 @@ def correlated_noise(rng, out: np.ndarray, sd: float, sigma: float = 0.8) -> np.
     out *= np.float32(sd)
     ndimage.gaussian_filter(out, (sigma, sigma) + (0,) * (out.ndim - 2), output=out, truncate=3.0)
     return out
+
+
+def registration_error(rng) -> np.ndarray:
+    """In-plane shift (mm) of the OT, drawn on DWI and registered to the CTP: N(0, 1.2 mm) per
+    axis, so 1-2 mm in all (a 5 mm slice thickness hides any through-plane error)."""
+    return rng.normal(0, 1.2, 2)
 
 
 def _pv(mask: np.ndarray, sigma: float = 0.6) -> np.ndarray:
@@ -242,6 +251,8 @@ def simulate_patient(seed: int, slabs: list[int], config: PhantomConfig) -> list
     anat = anatomy(pose, heights, rng, _territories(config.atlas).labels)
     times = onset_times(rng)
     les = ischaemia(rng, anat["territory"], (anat["GM"] + anat["WM"]) > 0.5, spacing, times)
+    les["ot_dwi"], shift_mm = les["ot"], registration_error(rng)
+    les["ot"] = ndimage.shift(les["ot_dwi"].astype(np.float32), (*(shift_mm / SPACING_XY), 0), order=1) > 0.5
     weights = tissue_weights(rng, anat, les)
     jitter = {k: rng.uniform(0.92, 1.08) for k in TISSUE} | {"cbv": rng.uniform(0.95, 1.05)}
     bol = bolus(rng, config)
@@ -262,8 +273,9 @@ def simulate_patient(seed: int, slabs: list[int], config: PhantomConfig) -> list
     vols |= {"OT": les["ot"], "4DPWI": series}
     truth = {k: true[k] for k in ("CBF", "CBV", "MTT", "Tmax", "delay")}
     truth |= {"core": les["core"], "penumbra": les["penumbra"], "brain": anat["brain"], "occluded": les["occluded"]}
-    truth["territory"] = anat["territory"]
+    truth |= {"territory": anat["territory"], "ot_dwi": les["ot_dwi"]}
     extra = {"n_frames": bol["n_frames"], "ct_core_darkening_hu": round(darkening, 2)}
+    extra |= {"ot_shift_x_mm": round(float(shift_mm[0]), 2), "ot_shift_y_mm": round(float(shift_mm[1]), 2)}
     extra |= {k: round(v, 3) for k, v in times.items()} | {"cbf_scale": round(cbf_scale, 3)}
     extra |= {"cbv_scale": round(cbv_scale, 3), "noise_hu": config.noise_hu, "seed": seed, "_z": heights}
     extra |= {f"aif_{k}": round(float(x), 3) for k, x in bol["params"].items()}
