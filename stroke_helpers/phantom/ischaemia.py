@@ -19,7 +19,7 @@ deepest part otherwise) outward; a per-patient collateral grade ``g ~ U(0, 1)`` 
 collateral field (SD 0.35, ~15 mm) make its border irregular. The core grows the same way inside
 it with a rougher border. Volumes: the OT seen by the slab is log-normal, median 14 mL, sigma 1.1
 (0.1-150 mL, at most 80 % of the territory in view), 0.2-2 mL for perforators; the core on CTP is
-8-45 % of it (CTP cores underestimate the DWI lesion: this sets the classical baseline's Dice near
+10-50 % of it (CTP cores underestimate the DWI lesion: this sets the classical baseline's Dice near
 real ISLES's 0.29); the penumbra is what the OT's growth implies (below), capped by the territory.
 
 Time (per patient): onset-to-CT ``t_ct`` ~ log-normal, median 150 min, sigma 0.6, 30-720 min;
@@ -49,7 +49,7 @@ SITES = {
 }
 DEEP_ORIGIN = (3, 5, 15, 21)  # labels where the hypoperfusion starts when the territory has them
 NWU_PER_HOUR, NWU_MAX = 0.026, 0.30
-CORE_FRACTION = (0.08, 0.45)  # of the OT already core on CTP
+CORE_FRACTION = (0.1, 0.5)  # of the OT already core on CTP
 
 
 def lost_fraction(times: dict) -> float:
