@@ -112,11 +112,40 @@ def _origin_distance(labels: np.ndarray, terr: np.ndarray, spacing) -> np.ndarra
     return ndimage.distance_transform_edt(~deep, sampling=spacing).astype(np.float32)
 
 
-def ischaemia(rng, labels: np.ndarray, tissue: np.ndarray, spacing: tuple, times: dict) -> dict:
-    """Core, penumbra and OT masks and the occluded territory of one patient's slices."""
+def ischaemia(rng, labels: np.ndarray, tissue: np.ndarray, spacing: tuple, times: dict, n_slabs: int = 1) -> dict:
+    """Core, penumbra and OT masks and the occluded territory of one patient's slices (the OT
+    target scales with the number of slabs, each of which sees about one slab's worth)."""
     site, side, terr = choose_site(rng, labels, tissue)
-    voxel_ml = float(np.prod(spacing)) / 1000
     ot_ml = rng.uniform(0.2, 2.0) if site == "perforator" else np.clip(rng.lognormal(np.log(14), 1.1), 0.1, 150)
+    return _lesion(rng, labels, terr, spacing, times, ot_ml * n_slabs) | {
+        "site": site,
+        "side": "left" if side < 0 else "right",
+        "territory": "+".join(sorted({_group(v) for v in np.unique(labels[terr])})),
+    }
+
+
+def second_focus(rng, les: dict, labels, tissue, spacing, times, sl: slice) -> dict:
+    """A small embolic focus (0.5-5 mL) in slab ``sl`` when the patient's lesion missed it: in the
+    occluded territory where the slab sees it, else in the same side's MCA (then recorded)."""
+    in_slab = np.zeros(labels.shape, bool)
+    in_slab[:, :, sl] = True
+    terr = les["occluded"] & in_slab
+    if terr.sum() < 20:
+        terr = territory_mask(labels, "M1 MCA", -1 if les["side"] == "left" else 1) & tissue & in_slab
+        les["occluded"] = les["occluded"] | terr
+        les["territory"] = "+".join(sorted(set(les["territory"].split("+")) | {"MCA"}))
+    if terr.sum() < 20:
+        return les
+    extra = _lesion(rng, labels, terr, spacing, times, float(rng.uniform(0.5, 5)))
+    for k in ("core", "ot"):
+        les[k] = les[k] | extra[k]
+    les["penumbra"] = (les["penumbra"] | extra["penumbra"]) & ~les["core"] & les["occluded"]
+    return les
+
+
+def _lesion(rng, labels, terr: np.ndarray, spacing, times: dict, ot_ml: float) -> dict:
+    """Hypoperfused region, core and OT of ``ot_ml`` inside ``terr``, grown from its deep origin."""
+    voxel_ml = float(np.prod(spacing)) / 1000
     n_ot = min(max(int(round(ot_ml / voxel_ml)), 3), int(0.8 * terr.sum()))
     n_core = max(int(n_ot * rng.uniform(*CORE_FRACTION)), 2)
     lost = lost_fraction(times)
@@ -129,15 +158,7 @@ def ischaemia(rng, labels: np.ndarray, tissue: np.ndarray, spacing: tuple, times
     core = _top_k(-dist / scale + collateral + 0.5 * field(5), hyp, n_core)
     from_core = ndimage.distance_transform_edt(~core, sampling=spacing)
     grow = _top_k(-from_core + 1.5 * field(4), hyp & ~core, min(n_ot - n_core, int(hyp.sum() - core.sum()) - 1))
-    return {
-        "core": core,
-        "penumbra": hyp & ~core,
-        "ot": core | grow,
-        "occluded": terr,
-        "site": site,
-        "side": "left" if side < 0 else "right",
-        "territory": "+".join(sorted({_group(v) for v in np.unique(labels[terr])})),
-    }
+    return {"core": core, "penumbra": hyp & ~core, "ot": core | grow, "occluded": terr}
 
 
 def _group(label: int) -> str:

@@ -30,7 +30,7 @@ from scipy import ndimage
 
 from .. import perfusion
 from .anatomy import HU, SLICE_MM, SPACING_XY, anatomy, patient_pose, slab_heights
-from .ischaemia import core_hypodensity, ischaemia, onset_times
+from .ischaemia import core_hypodensity, ischaemia, onset_times, second_focus
 from .territories import load_territories
 
 #: (CBF ml/100g/min, CBV ml/100g, delay s, dispersion s) per (state, tissue), SPEC §3.
@@ -92,6 +92,22 @@ def correlated_noise(rng, out: np.ndarray, sd: float, sigma: float = 0.8) -> np.
     out *= np.float32(sd)
     ndimage.gaussian_filter(out, (sigma, sigma) + (0,) * (out.ndim - 2), output=out, truncate=3.0)
     return out
+
+
+def _slab_slices(slabs) -> list[slice]:
+    bounds = np.cumsum([0, *slabs])
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def patient_lesion(rng, anat: dict, spacing, times: dict, slabs) -> dict:
+    """The patient's lesion (:func:`.ischaemia.ischaemia`); a slab it missed gets a second focus,
+    so every slab has an OT, as every ISLES training case has."""
+    tissue = (anat["GM"] + anat["WM"]) > 0.5
+    les = ischaemia(rng, anat["territory"], tissue, spacing, times, len(slabs))
+    for sl in _slab_slices(slabs):
+        if les["ot"][:, :, sl].sum() < 5:
+            les = second_focus(rng, les, anat["territory"], tissue, spacing, times, sl)
+    return les
 
 
 def registration_error(rng) -> np.ndarray:
@@ -250,9 +266,11 @@ def simulate_patient(seed: int, slabs: list[int], config: PhantomConfig) -> list
     heights = slab_heights(rng, sum(slabs))
     anat = anatomy(pose, heights, rng, _territories(config.atlas).labels)
     times = onset_times(rng)
-    les = ischaemia(rng, anat["territory"], (anat["GM"] + anat["WM"]) > 0.5, spacing, times)
+    les = patient_lesion(rng, anat, spacing, times, slabs)
     les["ot_dwi"], shift_mm = les["ot"], registration_error(rng)
     les["ot"] = ndimage.shift(les["ot_dwi"].astype(np.float32), (*(shift_mm / SPACING_XY), 0), order=1) > 0.5
+    if any(les["ot"][:, :, sl].sum() < max(1, les["ot_dwi"][:, :, sl].sum() // 2) for sl in _slab_slices(slabs)):
+        les["ot"], shift_mm = les["ot_dwi"], np.zeros(2)  # too small to survive the shift
     weights = tissue_weights(rng, anat, les)
     jitter = {k: rng.uniform(0.92, 1.08) for k in TISSUE} | {"cbv": rng.uniform(0.95, 1.05)}
     bol = bolus(rng, config)
