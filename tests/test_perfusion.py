@@ -153,3 +153,19 @@ def test_tissue_mask_drops_csf_and_vessels():
     cbv[10, 10] = 40.0  # an artery at tissue-like HU
     tissue = P.tissue_mask(ct, np.ones_like(ct, bool), cbv=cbv)
     assert not tissue[:3].any() and not tissue[10, 10, 0] and tissue[15, 15, 0]
+
+
+def test_healthy_tmax_and_mtt_in_real_ranges(phantom_patients):
+    """With the deconvolution's bias correction: healthy Tmax 0-2 s, MTT 3-5.5 s (real software:
+    Tmax 0-2 s, MTT 3-5 s); uncorrected, truncation puts them near 3.3 s and 9 s."""
+    for res in phantom_patients[8.0]:
+        v, tr = res["volumes"], res["truth"]
+        healthy = tr["brain"] & ~tr["core"] & ~tr["penumbra"] & (tr["CBF"] > 15)
+        assert 0 <= np.median(v["Tmax"][healthy]) <= 2.0
+        assert 3.0 <= np.median(v["MTT"][healthy]) <= 5.5
+        assert np.median(v["Tmax"][tr["penumbra"]]) > 6  # the hypoperfused tissue stays above 6 s
+
+
+def test_deconvolution_bias_is_measured_on_the_aif():
+    bias, gain = P.deconvolution_bias(AIF, 1.0, "bsvd", 0.1, 4.0)
+    assert 1 <= bias <= 5 and 1.2 < gain < 2.5  # Tmax late, CBF low, before the correction
