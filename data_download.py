@@ -3,11 +3,14 @@
 
     python data_download.py isles2018 --archive ISLES2018_Training.zip [--md5 HEX] [--out DIR] [--force]
     python data_download.py isles2018 --url URL --md5 HEX [--out DIR] [--force]
-    python data_download.py synthetic [--out DIR] [--train-cases 94] [--test-cases 62] [--seed 0] [--force]
+    python data_download.py atlas [--out DIR] [--from SRC]
+    python data_download.py synthetic [--out DIR] [--atlas DIR] [--train-cases 94] [--test-cases 62] [--seed 0] [--force]
     python data_download.py verify DIR
 
 The data folder is ``--out``, else ``$STROKE_DATA_DIR``, else ``./data``; ISLES 2018 goes to
-``DATA/isles2018`` and the phantom to ``DATA/synthetic``. Importable: :func:`main` takes argv.
+``DATA/isles2018``, the arterial territory atlas (JHU, CC BY-SA 4.0) to ``DATA/atlas`` and the phantom to
+``DATA/synthetic`` (built with the atlas's territories when ``DATA/atlas`` holds it, else with
+geometric territories and a warning). Importable: :func:`main` takes argv.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 from pathlib import Path
 
 from stroke_helpers.arguments import at_least
-from stroke_helpers.download import DownloadError, data_dir, fetch_isles2018
+from stroke_helpers.download import ATLAS_CREDIT, DownloadError, data_dir, fetch_arterial_atlas, fetch_isles2018
 from stroke_helpers.isles import IslesError, format_summary, verify_dataset
 
 
@@ -29,11 +32,19 @@ def _isles(args) -> int:
     return _verify(argparse.Namespace(dir=out))
 
 
+def _atlas(args) -> int:
+    out = data_dir() / "atlas" if args.out is None else Path(args.out)
+    fetch_arterial_atlas(out, source=args.source)
+    print(f"arterial territory atlas in {out}\n  {ATLAS_CREDIT}")
+    return 0
+
+
 def _synthetic(args) -> int:
     from stroke_helpers.phantom import PhantomConfig, generate_dataset
 
     out = data_dir(args.out) / "synthetic" if args.out is None else Path(args.out)
-    config = PhantomConfig(write_pwi=not args.no_pwi)
+    atlas = data_dir() / "atlas" if args.atlas is None else Path(args.atlas)
+    config = PhantomConfig(write_pwi=not args.no_pwi, atlas=str(atlas))
     start = time.perf_counter()
     generate_dataset(out, args.train_cases, args.test_cases, args.seed, config, workers=args.workers, force=args.force)
     print(
@@ -69,13 +80,19 @@ def parser() -> argparse.ArgumentParser:
     isles.add_argument("--force", action="store_true", help="replace splits that already exist")
     isles.set_defaults(func=_isles)
 
+    atl = sub.add_parser("atlas", help="fetch the arterial territory atlas (checksum-pinned) for the phantom")
+    atl.add_argument("--out", help="atlas folder (default: $STROKE_DATA_DIR/atlas or ./data/atlas)")
+    atl.add_argument("--from", dest="source", help="install from a local copy (md5s checked) instead of downloading")
+    atl.set_defaults(func=_atlas)
+
     syn = sub.add_parser("synthetic", help="generate the synthetic ISLES-layout dataset (digital phantom)")
     syn.add_argument("--out", help="dataset folder (default: $STROKE_DATA_DIR/synthetic or ./data/synthetic)")
+    syn.add_argument("--atlas", help="arterial territory atlas folder (default: DATA/atlas; geometric if absent)")
     syn.add_argument("--train-cases", type=at_least(0), default=94)
     syn.add_argument("--test-cases", type=at_least(0), default=62)
     syn.add_argument("--seed", type=at_least(0), default=0)
     syn.add_argument("--workers", type=at_least(1), default=None, help="processes (default: all cores)")
-    syn.add_argument("--no-pwi", action="store_true", help="skip writing the 4D series (saves ~5 GB)")
+    syn.add_argument("--no-pwi", action="store_true", help="skip writing the 4D series (most of the disk)")
     syn.add_argument("--force", action="store_true", help="replace an existing dataset")
     syn.set_defaults(func=_synthetic)
 

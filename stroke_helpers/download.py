@@ -321,3 +321,55 @@ def fetch_isles2018(
             raise DownloadError("a download needs its md5 checksum (--md5)")
         archive = download(url, md5, out / "downloads", progressbar=progressbar)
     return install_archive(archive, out, md5=md5, force=force)
+
+
+# --- the arterial territory atlas (the phantom's vascular territories) ---------------------
+
+#: Liu C.-F. et al., Digital 3D Brain MRI Arterial Territories Atlas, Scientific Data 10, 74 (2023);
+#: CC BY-SA 4.0, (c) 2021 The Johns Hopkins University. Pinned to the commit that still has the
+#: compressed files; fetched at run time, never committed to this repository.
+ATLAS_URL = "https://github.com/Chin-Fu-Liu/Arterial_Atlas/raw/67722b8ac55985267bc978df2e57ab9d72ef2c72/data/"
+ATLAS_MD5 = {
+    "ArterialAtlas.nii.gz": "30c24774be7bcfbdb7bcc85371bdd23a",
+    "ArterialAtlas_level2.nii.gz": "7fa52718791190d28ac50d9a4a2e42a6",
+    "ArterialAtlasLables.txt": "1da7cce4e548469ac81e06c172db6623",
+}
+ATLAS_CREDIT = (
+    "JHU arterial territory atlas: Liu C.-F., Hsu J., Xu X., et al., Digital 3D Brain MRI Arterial "
+    "Territories Atlas, Scientific Data 10, 74 (2023); CC BY-SA 4.0, (c) 2021 The Johns Hopkins University"
+)
+
+
+def _install_files(files: dict[str, Path], out: Path) -> Path:
+    """Check every file's md5 first, then copy them all into ``out`` (nothing on any mismatch)."""
+    for name, path in files.items():
+        if not path.is_file():
+            raise DownloadError(f"{path}: missing; nothing installed")
+        actual = md5sum(path)
+        if actual != ATLAS_MD5[name]:
+            raise DownloadError(
+                f"{path}: checksum mismatch (md5 {actual}, expected {ATLAS_MD5[name]}); nothing installed"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    for name, path in files.items():
+        tmp = out / f".{name}.tmp"
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, out / name)
+    return out
+
+
+def fetch_arterial_atlas(
+    out: str | os.PathLike, source: str | os.PathLike | None = None, base_url: str = ATLAS_URL, progressbar: bool = True
+) -> Path:
+    """Install the arterial territory atlas into ``out``: from a local folder ``source`` (its md5s
+    checked) or downloaded from the commit-pinned ``base_url`` (pooch, md5-checked). A corrupted
+    copy is refused and nothing is installed. Already installed and intact: nothing to do."""
+    out = Path(out)
+    if all((out / n).is_file() and md5sum(out / n) == m for n, m in ATLAS_MD5.items()):
+        return out
+    if source is not None:
+        return _install_files({n: Path(source) / n for n in ATLAS_MD5}, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        files = {n: download(base_url + n, m, tmp, progressbar=progressbar) for n, m in ATLAS_MD5.items()}
+        return _install_files(files, out)

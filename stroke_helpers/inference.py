@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -22,8 +21,9 @@ from tqdm.auto import tqdm
 from .cascade import normalise_ms, synthetic_map
 from .datasets import build_slices, preprocess_study, to_native
 from .engine import autocast_dtype, predict_logits, resolve_device
-from .isles import IslesError, load_study, write_like
+from .isles import load_study, write_like
 from .metrics import METRICS, study_metrics, summarise
+from .phantom.truth import load_study_truth
 from .runs import RunError, load_model, read_json, read_split, study_indices, write_json
 
 THRESHOLD = 0.5
@@ -102,18 +102,6 @@ def predict_arrays(run_dir: str | Path, arrays, names: list[str] | None = None, 
     predictor = Predictor(run_dir, device)
     names = predictor.split["val"] if names is None else names
     return {arrays.studies[i]: predictor(arrays.images[arrays.study_index == i]) for i in study_indices(arrays, names)}
-
-
-def load_study_truth(data: Path, name: str):
-    """A study with its mask (header, spacing): TESTING masks come from the phantom's ``truth/``."""
-    if not name.startswith("TESTING/"):
-        return load_study(data / name, modalities=(), require_mask=True)
-    ot = data / "truth" / name / "ot.nii.gz"
-    if not ot.exists():
-        raise IslesError(f"{name}: no ground truth at {ot} (real ISLES 2018 keeps the TESTING masks private)")
-    study = load_study(data / name, modalities=("CT",), require_mask=False)
-    study.mask = np.asarray(nib.load(ot).dataobj).astype(np.uint8)
-    return study
 
 
 def format_metrics(result: dict) -> str:

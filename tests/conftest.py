@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from stroke_helpers.isles import write_case
-from stroke_helpers.phantom import generate_dataset
+from stroke_helpers.phantom import PhantomConfig, generate_dataset
 
 REAL_CT = Path(__file__).resolve().parents[1].parent / "shared" / "real" / "SMIR.Brain.XX.O.CT.345562.nii"
+ATLAS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "atlas"
+CT_TEMPLATE = Path(__file__).resolve().parents[1].parent / "shared" / "ct-template" / "scct_stripped_hu.nii.gz"
 TOKENS_3D = ("CT", "CBF", "CBV", "MTT", "Tmax", "OT")
 
 
@@ -18,7 +20,8 @@ TOKENS_3D = ("CT", "CBF", "CBV", "MTT", "Tmax", "OT")
 def phantom_root(tmp_path_factory) -> Path:
     """A synthetic ISLES-layout dataset: 6 training cases (some patients with two slabs), 2 test."""
     out = tmp_path_factory.mktemp("phantom") / "synthetic"
-    return generate_dataset(out, train_cases=6, test_cases=2, seed=7, workers=1, progress=False)
+    config = PhantomConfig(atlas=str(ATLAS_DIR) if ATLAS_DIR.is_dir() else None)
+    return generate_dataset(out, train_cases=6, test_cases=2, seed=7, config=config, workers=1, progress=False)
 
 
 def make_case(

@@ -60,7 +60,7 @@ def test_cache_is_used_and_invalidated(phantom_root, tmp_path):
     second = build_slices(phantom_root, "TRAINING", size=32, cache_dir=tmp_path, progress=False)
     assert torch.equal(first.images, second.images) and first.studies == second.studies
     # touching a file changes the key: a new cache entry, never a stale one
-    ct = next((phantom_root / "TRAINING" / "case_1").rglob("*.CT.*.nii"))
+    ct = next((phantom_root / "TRAINING" / "case_1").rglob("*.CT.*.nii*"))  # .nii.gz from the phantom
     ct.touch()
     build_slices(phantom_root, "TRAINING", size=32, cache_dir=tmp_path, progress=False)
     assert len(list(tmp_path.glob("slices_TRAINING_32_*.npz"))) == 2

@@ -133,3 +133,39 @@ def test_relative_cbf_uses_the_less_delayed_hemisphere():
     r = P.relative_cbf(cbf, tissue, tmax)
     assert r[0, 0, 0] == pytest.approx(0.25) and r[9, 0, 0] == pytest.approx(1.0)
     np.testing.assert_array_equal(P.core_rcbf(cbf, tissue, tmax)[:, 0, 0], [True] * 5 + [False] * 5)
+
+
+def test_reference_hemisphere_tie_goes_to_the_higher_flow():
+    cbf = np.ones((10, 4, 1)) * 50.0
+    cbf[:5] = 30.0  # the left half has less flow ...
+    tissue = np.ones_like(cbf, bool)
+    tmax = np.full_like(cbf, 2.0)  # ... and the same Tmax: a tie
+    ref = P.reference_hemisphere(cbf, tissue, tmax)
+    assert ref[5:].all() and not ref[:5].any()
+    tmax[5:] = 9.0  # a clear Tmax difference wins over flow
+    assert P.reference_hemisphere(cbf, tissue, tmax)[:5].all()
+
+
+def test_tissue_mask_drops_csf_and_vessels():
+    ct = np.full((20, 20, 1), 35.0)
+    ct[:4] = 5.0  # CSF
+    cbv = np.full_like(ct, 3.0)
+    cbv[10, 10] = 40.0  # an artery at tissue-like HU
+    tissue = P.tissue_mask(ct, np.ones_like(ct, bool), cbv=cbv)
+    assert not tissue[:3].any() and not tissue[10, 10, 0] and tissue[15, 15, 0]
+
+
+def test_healthy_tmax_and_mtt_in_real_ranges(phantom_patients):
+    """With the deconvolution's bias correction: healthy Tmax 0-2 s, MTT 3-5.5 s (real software:
+    Tmax 0-2 s, MTT 3-5 s); uncorrected, truncation puts them near 3.3 s and 9 s."""
+    for res in phantom_patients[8.0]:
+        v, tr = res["volumes"], res["truth"]
+        healthy = tr["brain"] & ~tr["core"] & ~tr["penumbra"] & (tr["CBF"] > 15)
+        assert 0 <= np.median(v["Tmax"][healthy]) <= 2.0
+        assert 3.0 <= np.median(v["MTT"][healthy]) <= 5.5
+        assert np.median(v["Tmax"][tr["penumbra"]]) > 6  # the hypoperfused tissue stays above 6 s
+
+
+def test_deconvolution_bias_is_measured_on_the_aif():
+    bias, gain = P.deconvolution_bias(AIF, 1.0, "bsvd", 0.1, 4.0)
+    assert 1 <= bias <= 5 and 1.2 < gain < 2.5  # Tmax late, CBF low, before the correction

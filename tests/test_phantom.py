@@ -6,6 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import REAL_CT
+from scipy import ndimage
 
 from stroke_helpers import phantom
 from stroke_helpers.figures import ct_realism, ct_realism_figure
@@ -16,12 +17,12 @@ def test_files_have_isles_dtypes_and_header_quirks(phantom_root):
     case = phantom_root / "TRAINING" / "case_1"
     files = find_case_files(case)
     assert set(files) == {"CT", "4DPWI", "CBF", "CBV", "MTT", "Tmax", "OT"}
-    ids = {t: int(p.name.split(".")[-2]) for t, p in files.items()}
+    ids = {t: int(p.name[: -len(".nii.gz")].split(".")[-1]) for t, p in files.items()}
     assert [ids[t] for t in ("4DPWI", "CT", "CBF", "CBV", "MTT", "Tmax", "OT")] == list(
         range(ids["4DPWI"], ids["4DPWI"] + 7)
     )
     for token, path in files.items():
-        assert path.suffix == ".nii" and path.parent.name == path.name[:-4]
+        assert path.name.endswith(".nii.gz") and path.parent.name == path.name[: -len(".nii.gz")]  # compressed
         img = nib.load(path)
         hdr = img.header
         assert img.get_data_dtype() == np.dtype(DTYPES[token]), token
@@ -68,8 +69,11 @@ def test_truth_maps_obey_central_volume_theorem(phantom_root):
 def test_ot_is_core_grown_into_penumbra(phantom_root):
     for case in ("TRAINING/case_1", "TRAINING/case_2", "TRAINING/case_3"):
         truth = phantom.read_truth(phantom_root, case)
-        ot = np.asanyarray(nib.load(find_case_files(phantom_root / case)["OT"]).dataobj).astype(bool)
+        ot = truth["ot_dwi"].astype(bool)  # the DWI lesion before its registration error
         core, pen = truth["core"].astype(bool), truth["penumbra"].astype(bool)
+        written = np.asanyarray(nib.load(find_case_files(phantom_root / case)["OT"]).dataobj).astype(bool)
+        near = ndimage.binary_dilation(ot, np.ones((7, 7, 1), bool))  # shifted in-plane by ~1-2 mm
+        assert written.any() and not (written & ~near).any()
         assert (ot & core).sum() == core.sum()  # all the core
         assert 0 < (ot & pen).sum() < pen.sum()  # part, not all, of the penumbra
         assert not (ot & ~core & ~pen).any()

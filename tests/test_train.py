@@ -140,7 +140,7 @@ def test_evaluate_writes_metrics(smoke_run):
 def test_predict_writes_the_studys_geometry(smoke_run, phantom_root, tmp_path):
     out, _ = smoke_run
     case = phantom_root / "TESTING" / "case_1"
-    ct = nib.load(next(case.glob("*CT.*/*.nii")))
+    ct = nib.load(next(case.glob("*CT.*/*.nii*")))
     mask = nib.load(predict_study(out, case, tmp_path / "mask.nii.gz", device="cpu"))
     probs = nib.load(predict_study(out, case, tmp_path / "p.nii.gz", probabilities=True, device="cpu"))
     assert mask.shape == ct.shape and np.allclose(mask.affine, ct.affine) and mask.get_data_dtype() == np.uint8
@@ -167,7 +167,7 @@ def test_cascade_out_of_fold(phantom_root, tmp_path):
     assert not torch.allclose(in_sample[~val], ms[~val], atol=1e-2)
     name = arrays.studies[0]
     nifti = nib.load(run / "synthetic_maps" / name / "Ms.nii.gz")
-    assert nifti.shape == nib.load(next((phantom_root / name).glob("*CT.*/*.nii"))).shape
+    assert nifti.shape == nib.load(next((phantom_root / name).glob("*CT.*/*.nii*"))).shape
     result = evaluate(run, progress=False)
     assert result["name"].startswith("MR+ATT") and len(result["studies"]) == len(predictor.split["val"])
 

@@ -1,0 +1,190 @@
+"""The dataset: patients planned in the ISLES 2018 proportions, simulated in parallel, written
+through :func:`stroke_helpers.isles.write_case` (the loader cannot tell them from the real
+archives) and, for what only a phantom knows, through :mod:`.truth`.
+
+Slabs: ISLES 2018 training has 94 cases from 63 patients, slab sizes 2 (51 cases), 4 (19), 8 (9),
+16 (13) and 22 (2) slices; :func:`slab_sizes` and :func:`plan_split` keep exactly these
+proportions. Kill safety: the dataset is built in ``OUT.partial`` and moved into place at the
+end; workers die with their parent (``PR_SET_PDEATHSIG``), and the next run removes a partial
+folder and says it starts again from scratch.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from dataclasses import asdict
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..isles import ID_ORDER, PATIENTS_FILE, write_case
+from . import truth as truth_io
+from .series import PhantomConfig, simulate_patient
+from .territories import load_territories
+
+#: ISLES 2018 training slab sizes: slices -> number of cases (SPEC §2).
+ISLES_SLICES = {2: 51, 4: 19, 8: 9, 16: 13, 22: 2}
+
+
+def slab_sizes(rng, n_cases: int) -> list[int]:
+    """Slice counts for ``n_cases`` slabs in the ISLES proportions (exactly ISLES's 502 for 94)."""
+    total = sum(ISLES_SLICES.values())
+    quotas = {k: n_cases * v / total for k, v in ISLES_SLICES.items()}
+    counts = {k: int(q) for k, q in quotas.items()}
+    for k in sorted(quotas, key=lambda k: quotas[k] - counts[k], reverse=True)[: n_cases - sum(counts.values())]:
+        counts[k] += 1
+    sizes = [k for k, c in counts.items() for _ in range(c)]
+    rng.shuffle(sizes)
+    return sizes
+
+
+def plan_split(rng, n_cases: int) -> list[list[int]]:
+    """Group ``n_cases`` slabs into patients: about a third of the cases share a patient
+    (ISLES: 63 training patients -> 94 cases). A two-slab patient's slabs have equal size, drawn
+    in pairs from the ISLES slab-size multiset so the split keeps its slice distribution."""
+    pool = Counter(slab_sizes(rng, n_cases))
+    patients = []
+    for _ in range(n_cases - int(round(n_cases * 63 / 94))):
+        pairable = [k for k in sorted(pool) if pool[k] >= 2]
+        if not pairable:
+            break
+        weights = np.array([pool[k] for k in pairable], float)
+        k = pairable[rng.choice(len(pairable), p=weights / weights.sum())]
+        pool[k] -= 2
+        patients.append([k, k])
+    patients += [[k] for k in sorted(pool) for _ in range(pool[k])]
+    return [patients[i] for i in rng.permutation(len(patients))]
+
+
+def _simulate_and_write(args):
+    seed, slabs, config, out, split, first_case, patient, ids = args
+    rows = []
+    for k, res in enumerate(simulate_patient(seed, slabs, config)):
+        case = first_case + k
+        if split == "TESTING":  # no mask in the test split: keep it hidden in the truth folder
+            res["truth"]["ot"] = res["volumes"].pop("OT")
+        write_case(
+            out / split, case, res["volumes"], res["spacing"], ids[k], config.frame_step, compress=config.compress
+        )
+        truth_io.write_case_truth(out, f"{split}/case_{case}", res["truth"], res["spacing"])
+        rows.append({"split": split, "case": f"case_{case}", "patient": patient} | res["row"])
+    return rows
+
+
+def _die_with_parent() -> None:
+    """Pool initializer: on Linux, the kernel kills this worker when its parent dies (even by
+    SIGKILL), so an interrupted generation never leaves workers writing files."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the pool is still terminated on any exception
+        pass
+
+
+def _run_jobs(jobs: list, workers: int):
+    """Each job's rows as it finishes; in ``workers`` spawned processes when more than one. On
+    any exception, Ctrl-C included, the workers are terminated before it propagates."""
+    if workers <= 1:
+        yield from map(_simulate_and_write, jobs)
+        return
+    threads = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {k: os.environ.get(k) for k in threads}
+    os.environ.update({k: "1" for k in threads})  # one thread per worker, inherited at spawn
+    try:
+        pool = get_context("spawn").Pool(workers, initializer=_die_with_parent)
+    finally:
+        for k, value in saved.items():
+            if value is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = value
+    try:
+        yield from pool.imap_unordered(_simulate_and_write, jobs)
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+
+
+def _plan_jobs(rng, seed: int, config: PhantomConfig, tmp: Path, train_cases: int, test_cases: int) -> list:
+    """One job per patient: (seed, slab sizes, config, folder, split, first case, patient, ids)."""
+    jobs = []
+    for split_index, (split, n) in enumerate((("TRAINING", train_cases), ("TESTING", test_cases))):
+        if n <= 0:
+            continue
+        case = 1
+        for p, slabs in enumerate(plan_split(rng, n)):
+            ids = []
+            for _ in slabs:
+                if split == "TRAINING":  # consecutive ids: 4DPWI = n, CT = n + 1, ...
+                    base = int(rng.integers(100000, 999000))
+                    ids.append({t: base + i for i, t in enumerate(ID_ORDER)})
+                else:
+                    ids.append({t: int(rng.integers(100000, 999999)) for t in ID_ORDER[:-1]})  # no OT
+            patient = f"{'train' if split == 'TRAINING' else 'test'}_{p + 1:03d}"
+            jobs.append((seed * 1_000_003 + split_index * 10_007 + p, slabs, config, tmp, split, case, patient, ids))
+            case += len(slabs)
+    return jobs
+
+
+def _write_tables(tmp: Path, rows: list[dict], config: PhantomConfig, settings: dict) -> None:
+    import csv
+
+    rows.sort(key=lambda r: (r["split"], int(r["case"].split("_")[1])))
+    with open(tmp / PATIENTS_FILE, "w", newline="") as f:
+        w = csv.DictWriter(f, ["split", "case", "patient"])
+        w.writeheader()
+        w.writerows({k: r[k] for k in ("split", "case", "patient")} for r in rows)
+    truth_io.write_tables(tmp, rows, asdict(config) | settings)
+
+
+def generate_dataset(
+    out: str | os.PathLike,
+    train_cases: int = 94,
+    test_cases: int = 62,
+    seed: int = 0,
+    config: PhantomConfig | None = None,
+    workers: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Write the synthetic ISLES-layout dataset to ``out`` and return it.
+
+    An existing dataset in ``out`` is kept (error) unless ``force``. The dataset is built in a
+    temporary sibling folder (``OUT.partial``) and moved into place at the end, so an interrupted
+    run leaves nothing half-written in ``out``; its workers die with it (even on SIGKILL, on
+    Linux), and the next run removes the partial folder and says that it starts again.
+    ``config.atlas`` names the arterial territory atlas folder; without one, geometric
+    territories are used with a printed warning, and ``truth/config.csv`` records which.
+    """
+    out = Path(out)
+    config = config or PhantomConfig()
+    if out.exists() and any(out.iterdir()) and not force:
+        raise FileExistsError(f"{out} already exists and is not empty; pass force=True (--force) to replace it")
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        print(f"{tmp}: left by an interrupted run; removed, starting again from scratch", flush=True)
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    territories = load_territories(config.atlas, warn=True)  # warns once here, not in every worker
+    rng = np.random.default_rng(seed)
+    jobs = _plan_jobs(rng, seed, config, tmp, train_cases, test_cases)
+    workers = workers or min(os.cpu_count() or 1, 8)
+    rows = []
+    for batch in tqdm(_run_jobs(jobs, workers), total=len(jobs), desc="phantom patients", disable=not progress):
+        rows += batch
+    settings = {"seed": seed, "train_cases": train_cases, "test_cases": test_cases} | territories.record()
+    _write_tables(tmp, rows, config, settings)
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, out)
+    return out
