@@ -91,7 +91,7 @@ def reproduce(args) -> None:
     from .chapters import run_notebooks
     from .download import data_dir
     from .grid import Grid
-    from .phantom import generate_dataset
+    from .phantom import PhantomConfig, generate_dataset
     from .presets import get_preset
     from .report import end_to_end, grid_overheads, write_report
 
@@ -101,9 +101,9 @@ def reproduce(args) -> None:
     out = Path(args.out or Path("results") / args.preset)
     if not (data / "TRAINING").is_dir():
         print(f"generating the synthetic dataset in {data}", flush=True)
-        generate_dataset(
-            data, *preset.cases, seed=args.seed, workers=os.cpu_count() or 1, progress=not args.no_progress
-        )
+        config = PhantomConfig(atlas=str(data_dir(None) / "atlas"))  # without it: geometric territories, warned
+        workers = os.cpu_count() or 1
+        generate_dataset(data, *preset.cases, args.seed, config, workers=workers, progress=not args.no_progress)
         seconds["dataset"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     grid_seconds = Grid(data, out, args.preset, args.seed, not args.no_progress, args.seeds).run_all()
