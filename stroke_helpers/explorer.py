@@ -97,9 +97,7 @@ class Explorer:
         self.study.observe(lambda _c: self._show(), names="value")
         self.tabs.observe(lambda _c: self._show(), names="selected_index")
         run_line = f"run <code>{html.escape(str(self.run))}</code>" if self.run else "no trained run"
-        header = W.HTML(
-            f"<b>Stroke lesion explorer</b> &nbsp; data <code>{html.escape(str(self.data))}</code>, {run_line}"
-        )
+        header = W.HTML(f"data <code>{html.escape(str(self.data))}</code>, {run_line}")
         self.widget = W.VBox([header, self.study, self.status, self.tabs])
         self.widget.add_class("stroke-explorer")
         self._show()
