@@ -153,10 +153,12 @@ def move_slider_and_compare(page, viewer, slider_index: int = 0, key: str = "Arr
     return ms
 
 
-def save_screenshot(page, name: str) -> None:
+def save_screenshot(page, name: str, element: str | None = None) -> None:
+    """With ``$STROKE_SCREENSHOTS``, save the page (or one element of it) there as ``name``."""
     if os.environ.get("STROKE_SCREENSHOTS"):
-        Path(os.environ["STROKE_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(os.environ["STROKE_SCREENSHOTS"]) / name))
+        path = Path(os.environ["STROKE_SCREENSHOTS"]) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (page.locator(element).first if element else page).screenshot(path=str(path))
 
 
 def assert_no_errors(page, errors: list[str]) -> None:
@@ -229,13 +231,13 @@ def test_explorer_app_in_voila(browser, phantom_root, tiny_run, tmp_path):
     cmd += ["--port", str(port), "--no-browser"]
     server = start(cmd, f"http://127.0.0.1:{port}/voila/static/", tmp_path, server_env(phantom_root, tmp_path))
     try:
-        page = browser.new_page(viewport={"width": 1400, "height": 820})
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
         errors = watch_errors(page)
         page.goto(f"http://127.0.0.1:{port}/")
         maps = page.locator(".stroke-viewer").first
         maps.wait_for(timeout=120_000)
         timings = {"Maps": move_slider_and_compare(page, maps)}
-        save_screenshot(page, "explorer.png")
+        save_screenshot(page, "explorer.png", ".stroke-explorer")
         for tab in ("4D series", "Classical thresholds", "Prediction", "Attention and Ms"):
             page.get_by_role("tab", name=tab).click()
             viewer = page.locator(".stroke-viewer:visible").first
