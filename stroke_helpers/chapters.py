@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -215,11 +215,17 @@ class AttentionExamples:
     """Validation slices and the attention maps of an untrained and the trained model.
 
     ``images (N, S, S)``: the Tmax channel (what the figures show); ``masks (N, S, S)``;
-    ``maps``: ``{"untrained" | "trained": {level: (N, h, w)}}``."""
+    ``maps``: ``{"untrained" | "trained": {level: (N, h, w)}}``; for
+    :class:`~stroke_helpers.widgets.AttentionExplorer`, ``inputs (N, C, S, S)``: the model's input
+    channels, named in ``channels``, and ``similarities``: like ``maps``, the positive
+    similarities averaged over their features."""
 
     images: np.ndarray
     masks: np.ndarray
     maps: dict[str, dict[int, np.ndarray]]
+    inputs: np.ndarray | None = None
+    channels: list[str] = field(default_factory=list)
+    similarities: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
 
     def means(self) -> str:
         return "\n".join(
@@ -240,13 +246,15 @@ def attention_examples(run: Path, data: Path, n: int) -> AttentionExamples:
     arrays = build_slices(data, "TRAINING", config.settings.size, progress=False)
     idx = validation_slices(arrays, run, n)
     x = arrays.images[idx][:, config.channels]
+    maps, similarities = {}, {}
     with torch.no_grad():
-        maps = {
-            name: {lvl: g.attention[:, 0].numpy() for lvl, g in m(x, attention=True).attention.items()}
-            for name, m in (("untrained", untrained), ("trained", trained))
-        }
+        for name, m in (("untrained", untrained), ("trained", trained)):
+            gates = m(x, attention=True).attention
+            maps[name] = {lvl: g.attention[:, 0].numpy() for lvl, g in gates.items()}
+            similarities[name] = {lvl: g.similarities.mean(1).numpy() for lvl, g in gates.items()}
     tmax = arrays.images[idx, MODALITIES.index("Tmax")].numpy()
-    return AttentionExamples(tmax, arrays.masks[idx].numpy(), maps)
+    names = [MODALITIES[c] for c in config.channels]
+    return AttentionExamples(tmax, arrays.masks[idx].numpy(), maps, x.numpy(), names, similarities)
 
 
 @dataclass

@@ -426,7 +426,10 @@ class AttentionExplorer(_Viewer):
             raise ValueError(f"{len(self.channels)} channel names for {n_channels} channels")
         self.level = W.Dropdown(options=sorted(attention), value=min(attention), description="level")
         self.index = W.IntSlider(0, 0, len(self.images) - 1, description="slice")
-        self.channel = W.Dropdown(options=[(n, c) for c, n in enumerate(self.channels)], description="input")
+        first = self.channels.index("Tmax") if "Tmax" in self.channels else 0
+        self.channel = W.Dropdown(
+            options=[(n, c) for c, n in enumerate(self.channels)], value=first, description="input"
+        )
         kinds = ["attention", "similarities"] if similarities else ["attention"]
         self.kind = W.ToggleButtons(options=kinds, description="show")
         if n_channels == 1:

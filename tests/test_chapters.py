@@ -63,6 +63,8 @@ def test_attention_examples_and_figure(results, phantom_root):
     fig = figures.attention_levels(ex.images, ex.masks, ex.maps)
     assert len(fig.axes) == 12 and fig.axes[7].get_title() == "level 1"
     assert "level 5 mean" in ex.means()
+    assert ex.inputs.shape[:2] == (3, len(ex.channels)) and ex.channels[-1] == "Tmax"
+    assert ex.similarities["trained"][2].shape == ex.maps["trained"][2].shape
     plt.close("all")
 
 

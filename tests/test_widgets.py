@@ -196,3 +196,16 @@ def test_explorer_app_without_and_with_a_run(phantom_root, tmp_path):
     with pytest.raises(FileNotFoundError, match="not a trained run"):
         check_run(tmp_path)
     plt.close("all")
+
+
+def test_explore_command_says_what_is_wrong_in_one_line(phantom_root, tmp_path, capsys):
+    from stroke_helpers.__main__ import main
+
+    for argv, expected in (
+        (["--data", str(tmp_path)], "no ISLES-layout dataset"),
+        (["--data", str(phantom_root), "--run", str(tmp_path)], "not a trained run"),
+        (["--data", str(phantom_root), "--port", "70000"], "not a port number"),
+    ):
+        assert main(["explore", *argv, "--no-browser"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err
