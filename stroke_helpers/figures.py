@@ -479,7 +479,7 @@ def draw_overlays(panels: list[dict], curves: dict | None = None, title: str = "
         c.set_xlabel(curves.get("x_label", "threshold"))
         c.set_ylim(0, 1)
         c.legend(fontsize=7)
-        c.set_title("over every study", fontsize=9)
+        c.set_title("mean over the studies", fontsize=9)
     update_overlays(fig, panels, curves, title)
     fig.tight_layout()
     return fig

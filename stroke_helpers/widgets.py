@@ -278,12 +278,12 @@ class SeriesViewer(_Viewer):
 
 
 class ThresholdExplorer(_Viewer):
-    """A threshold slider over per-study probabilities: the thresholded prediction (blue) beside
-    the expert outline (red) on a slice, with this study's Dice, precision and recall and the
-    mean Dice over every study recomputed live, and the precomputed Dice and precision curves.
+    """A threshold slider over per-study probabilities: the thresholded prediction (blue) and the
+    expert outline (red) on a slice, with this study's Dice, precision and recall and the mean
+    Dice over every study recomputed live, and the precomputed Dice and precision curves.
 
-    ``probabilities``, ``truths``: per study ``(Z, S, S)``; ``images``: what to show under the
-    outlines (default: the probabilities); ``names``: the studies' names.
+    ``probabilities``, ``truths``: per study ``(Z, S, S)``; ``images``: an input to show beside
+    the probabilities (both outlined); ``names``: the studies' names.
     """
 
     def __init__(self, probabilities, truths, thresholds=None, images=None, names=None):
@@ -334,19 +334,21 @@ class ThresholdExplorer(_Viewer):
 
     def _view(self):
         i, z, t = self.study.value, self.z.value, self.threshold.value
-        s = self.scores()
+        s, n = self.scores(), len(self.names)
+        studies = "study" if n == 1 else "studies"
         title = (
             f"{self.names[i]}, slice {z}: Dice {s['dice']:.3f}, precision {s['precision']:.3f}, "
-            f"recall {s['recall']:.3f}\nthreshold {t:.2f}; mean Dice over {len(self.names)} studies {s['mean']:.3f}"
+            f"recall {s['recall']:.3f}\nthreshold {t:.2f}; mean Dice over {n} {studies} {s['mean']:.3f}"
         )
-        if self.images is not None:
+        outlines = {"truth": self.truths[i][z], "pred": self.probabilities[i][z] > t}
+        panels = [{"image": self.probabilities[i][z], "window": (0.0, 1.0), "cmap": "viridis", "title": title}]
+        if self.images is not None:  # the input beside the probabilities, both outlined
             image = self.images[i][z]
-            panel = {"image": image, "window": (float(image.min()), float(image.max()) or 1.0), "cmap": "magma"}
-        else:
-            panel = {"image": self.probabilities[i][z], "window": (0.0, 1.0), "cmap": "viridis"}
-        panel.update(truth=self.truths[i][z], pred=self.probabilities[i][z] > t, title=title)
+            window = (float(image.min()), float(image.max()) or 1.0)
+            panels = [{"image": image, "window": window, "cmap": "gray", "title": title}, panels[0]]
+            panels[1]["title"] = "probability"
         curves = {"x": self.thresholds, "Dice": self.dice, "precision": self.precision, "current": t}
-        return [panel], curves
+        return [{**p, **outlines} for p in panels], curves
 
     def figure(self):
         return draw_overlays(*self._view())
