@@ -13,8 +13,10 @@ from __future__ import annotations
 import html
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import ipywidgets as W
@@ -196,7 +198,22 @@ def serve(data: str | Path | None, run: str | Path | None, port: int = 8866, ope
     cmd = [sys.executable, "-m", "voila", str(NOTEBOOK), f"--port={port}", "--Voila.ip=127.0.0.1"]
     cmd += ["--show_tracebacks=True", *([] if open_browser else ["--no-browser"])]
     print(f"explorer: http://127.0.0.1:{port}/  (data {data}; {f'run {run}' if run else 'no run'}); Ctrl+C stops it")
-    try:
-        return subprocess.call(cmd, env=env)
+    voila = subprocess.Popen(cmd, env=env)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    try:  # Ctrl+C or SIGTERM here stops Voila (and with it its kernels) too
+        return voila.wait()
     except KeyboardInterrupt:
+        voila.terminate()
+        try:
+            voila.wait(15)
+        except subprocess.TimeoutExpired:
+            voila.kill()
         return 0
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

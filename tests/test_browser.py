@@ -73,7 +73,9 @@ def wait_for_http(url: str, proc: subprocess.Popen, log: Path, seconds: float = 
 
 def start(cmd: list[str], url: str, tmp: Path, env: dict) -> subprocess.Popen:
     log = tmp / "server.log"
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=tmp)
+    proc = subprocess.Popen(
+        cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=tmp, start_new_session=True
+    )
     try:
         wait_for_http(url, proc, log)
     except Exception:
@@ -83,11 +85,21 @@ def start(cmd: list[str], url: str, tmp: Path, env: dict) -> subprocess.Popen:
 
 
 def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
+    """Stop the server and everything it started (its own process group: Voilà, kernels)."""
+    import signal
+
     try:
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(20)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        pass
+    except ProcessLookupError:
+        return
+    time.sleep(1)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left
+    except ProcessLookupError:
+        pass
 
 
 def server_env(phantom_root: Path, tmp: Path) -> dict:
