@@ -34,10 +34,9 @@ def timed_changes(viewer, slider, values, rebuild: bool) -> list[float]:
     out = []
     for v in values:
         if rebuild:
-            with viewer.hold():  # set without the viewer's own redraw, then time a rebuilt figure
-                viewer._held += 1
-                slider.value = v
-                viewer._held -= 1
+            viewer._held += 1  # set the value without the viewer's own redraw, then time a rebuilt figure
+            slider.value = v
+            viewer._held -= 1
             t0 = time.perf_counter()
             fig = viewer.figure()
             viewer.image.value = figure_png(fig)
