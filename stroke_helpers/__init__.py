@@ -24,9 +24,10 @@ One job per module, in the order data flows through them:
 - :mod:`stroke_helpers.figures`    pure figure functions (arrays in, a matplotlib Figure out)
 - :mod:`stroke_helpers.widgets`    interactive viewers that own their widgets and draw with :mod:`figures`
 - :mod:`stroke_helpers.arguments`  argument types of the command lines: numbers a command can use
+- :mod:`stroke_helpers.explorer`   the classroom explorer app (widgets in tabs), served with Voila
 
 ``python -m stroke_helpers`` is the command line (train, cascade, evaluate, predict, baseline,
-reproduce); ``data_download.py`` at the repository's top gets the data.
+reproduce, explore); ``data_download.py`` at the repository's top gets the data.
 """
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""Command line: ``python -m stroke_helpers {train,cascade,evaluate,predict,baseline,reproduce} ...``.
+"""Command line: ``python -m stroke_helpers {train,cascade,evaluate,predict,baseline,reproduce,explore} ...``.
 
 The same functions the notebooks call. Bad arguments and bad input print one line starting
 with ``error:`` and exit with status 2; ``--help`` on any command lists its options.
@@ -61,6 +61,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=at_least(1), help="seeds of the All row and the cascades (default: the preset's)")
     r.add_argument("--skip-notebooks", action="store_true")
     r.add_argument("--no-progress", action="store_true")
+    x = sub.add_parser("explore", help="serve the classroom explorer app (Voila) on 127.0.0.1")
+    x.add_argument("--data", help="ISLES-layout folder (default: DATA/synthetic)")
+    x.add_argument("--run", help="a trained run or cascade folder: adds its prediction, attention and Ms")
+    x.add_argument("--port", type=int, default=8866)
+    x.add_argument("--no-browser", action="store_true", help="do not open a browser")
     return ap
 
 
@@ -149,6 +154,11 @@ def run(args) -> None:
         report_baseline(args.data, args.split, args.out)
     elif args.command == "reproduce":
         reproduce(args)
+    elif args.command == "explore":
+        from .explorer import serve
+
+        if serve(args.data, args.run, args.port, open_browser=not args.no_browser):
+            raise RuntimeError("voila stopped with an error (see above)")
 
 
 def main(argv=None) -> int:

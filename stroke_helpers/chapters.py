@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -22,6 +22,9 @@ from .inference import THRESHOLD, Predictor
 from .isles import MODALITIES, Study, discover_cases, load_study, read_patients
 from .metrics import dice
 from .perfusion import compute_maps, core_rcbf, hypoperfusion_tmax, select_aif, tissue_mask
+from .phantom import read_cases
+from .phantom.anatomy import SLICE_MM
+from .phantom.realism import realism_figure
 from .presets import get_preset
 from .runs import load_model, load_synthetic_maps, read_history, read_split, slices_of, study_indices
 
@@ -218,6 +221,18 @@ def real_ct() -> np.ndarray | None:
     return np.asarray(nib.load(path).dataobj, dtype=np.float32) if path.exists() else None
 
 
+def realism(data: Path, study: Study, z: int):
+    """The phantom's CT slice ``z`` beside the real ISLES CT and the real-CT template at the
+    same MNI height (:func:`stroke_helpers.phantom.realism.realism_figure`); ``(None, None)``
+    when ``../shared`` (never part of the repository) is not beside it."""
+    real, template = real_ct(), REPOSITORY.parent / "shared" / "ct-template" / "scct_stripped_hu.nii.gz"
+    if real is None or not template.exists():
+        return None, None
+    row = next(r for r in read_cases(data) if f"{r['split']}/{r['case']}" == study.name)
+    mni_z = float(row["first_slice_mm"]) + SLICE_MM * z
+    return realism_figure(study.CT, real, template, z, real.shape[2] // 2, mni_z)
+
+
 # --- chapters 2 and 3: one model looked at closely -----------------------------------------------
 
 
@@ -233,11 +248,17 @@ class AttentionExamples:
     """Validation slices and the attention maps of an untrained and the trained model.
 
     ``images (N, S, S)``: the Tmax channel (what the figures show); ``masks (N, S, S)``;
-    ``maps``: ``{"untrained" | "trained": {level: (N, h, w)}}``."""
+    ``maps``: ``{"untrained" | "trained": {level: (N, h, w)}}``; for
+    :class:`~stroke_helpers.widgets.AttentionExplorer`, ``inputs (N, C, S, S)``: the model's input
+    channels, named in ``channels``, and ``similarities``: like ``maps``, the positive
+    similarities averaged over their features."""
 
     images: np.ndarray
     masks: np.ndarray
     maps: dict[str, dict[int, np.ndarray]]
+    inputs: np.ndarray | None = None
+    channels: list[str] = field(default_factory=list)
+    similarities: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
 
     def means(self) -> str:
         return "\n".join(
@@ -258,13 +279,15 @@ def attention_examples(run: Path, data: Path, n: int) -> AttentionExamples:
     arrays = build_slices(data, "TRAINING", config.settings.size, progress=False)
     idx = validation_slices(arrays, run, n)
     x = arrays.images[idx][:, config.channels]
+    maps, similarities = {}, {}
     with torch.no_grad():
-        maps = {
-            name: {lvl: g.attention[:, 0].numpy() for lvl, g in m(x, attention=True).attention.items()}
-            for name, m in (("untrained", untrained), ("trained", trained))
-        }
+        for name, m in (("untrained", untrained), ("trained", trained)):
+            gates = m(x, attention=True).attention
+            maps[name] = {lvl: g.attention[:, 0].numpy() for lvl, g in gates.items()}
+            similarities[name] = {lvl: g.similarities.mean(1).numpy() for lvl, g in gates.items()}
     tmax = arrays.images[idx, MODALITIES.index("Tmax")].numpy()
-    return AttentionExamples(tmax, arrays.masks[idx].numpy(), maps)
+    names = [MODALITIES[c] for c in config.channels]
+    return AttentionExamples(tmax, arrays.masks[idx].numpy(), maps, x.numpy(), names, similarities)
 
 
 @dataclass

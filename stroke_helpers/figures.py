@@ -359,3 +359,196 @@ def forest_plot(comparisons: list[dict], title: str = ""):
     ax.set_xlabel("mean per-study Dice difference (a - b), 95 % paired bootstrap interval")
     ax.set_title(title, fontsize=9)
     return fig
+
+
+# --- live views: a figure drawn once, then updated in place (widgets and the explorer app) --------
+
+#: Units of each map, for window sliders and colorbars.
+UNITS = {"CT": "HU", "CBF": "mL/100 g/min", "CBV": "mL/100 g", "MTT": "s", "Tmax": "s", "4DPWI": "HU"}
+#: Colours of outlines: the expert mask and a prediction or threshold region.
+EXPERT, PREDICTED = "red", "#3399ff"
+
+
+def cmap_of(name: str) -> str:
+    return "gray" if name in ("CT", "4DPWI") else "magma"
+
+
+def figure_png(fig) -> bytes:
+    """The figure as PNG bytes (Agg, whatever the notebook's backend)."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.canvas.print_png(buf)
+    return buf.getvalue()
+
+
+def _set_outlines(ax, masks: list[tuple[np.ndarray | None, str]], extent=None) -> None:
+    """Replace the contour lines of ``ax`` with one per ``(mask, colour)`` (empty masks: none)."""
+    for artist in getattr(ax, "_live_outlines", []):
+        artist.remove()
+    ax._live_outlines = []
+    for mask, colour in masks:
+        if mask is not None and mask.any():
+            cs = ax.contour(mask, levels=[0.5], colors=colour, linewidths=1, extent=extent)
+            ax._live_outlines.append(cs)
+
+
+def draw_maps(
+    slices: dict[str, np.ndarray],
+    windows: dict[str, tuple[float, float]],
+    outline: np.ndarray | None = None,
+    title: str = "",
+):
+    """One panel per map (already axial, :func:`axial`), each in its own window with a colorbar in
+    its units (:data:`UNITS`), the lesion ``outline`` in red. :func:`update_maps` redraws it."""
+    names = list(slices)
+    if not names:
+        raise ValueError("draw_maps needs at least one map")
+    fig, axes = plt.subplots(1, len(names), figsize=(2.9 * len(names), 3.0), squeeze=False)
+    for ax, m in zip(axes[0], names):
+        im = ax.imshow(slices[m], cmap=cmap_of(m), vmin=windows[m][0], vmax=windows[m][1], origin="lower")
+        cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+        cb.ax.tick_params(labelsize=7)
+        cb.set_label(UNITS.get(m, ""), fontsize=7)
+        ax.set_title(m, fontsize=9)
+        ax.axis("off")
+    update_maps(fig, slices, windows, outline, title)
+    fig.tight_layout()
+    return fig
+
+
+def update_maps(fig, slices, windows, outline=None, title: str = "") -> None:
+    """Show other slices, windows or outline in a :func:`draw_maps` figure, in place."""
+    for ax, m in zip([a for a in fig.axes if a.images and a.get_title()], slices):
+        im = ax.images[0]
+        im.set_data(slices[m])
+        im.set_clim(*windows[m])
+        _set_outlines(ax, [(outline, EXPERT)])
+    fig.suptitle(title, fontsize=9)
+
+
+def draw_series(
+    frame: np.ndarray,
+    window: tuple[float, float],
+    point: tuple[int, int],
+    times: np.ndarray,
+    curves: dict[str, np.ndarray],
+    t: int,
+    title: str = "",
+):
+    """One frame of the 4D series (axial) with the chosen voxel marked, and time-attenuation
+    curves (HU above the first two frames) with the frame's time marked. :func:`update_series`."""
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [1, 1.4]})
+    a0.imshow(frame, cmap="gray", vmin=window[0], vmax=window[1], origin="lower")
+    a0.plot([point[0]], [point[1]], "+", color="cyan", ms=12, mew=2)
+    a0.axis("off")
+    a1.axvline(times[t], color="gray", ls="--")
+    for name in curves:
+        a1.plot([], [], label=name)
+    a1.set_xlabel("time (s)")
+    a1.set_ylabel("enhancement (HU)")
+    update_series(fig, frame, window, point, times, curves, t, title)
+    fig.tight_layout()
+    return fig
+
+
+def update_series(fig, frame, window, point, times, curves, t, title="") -> None:
+    """Show another frame, voxel or curves in a :func:`draw_series` figure, in place."""
+    a0, a1 = fig.axes[:2]
+    a0.images[0].set_data(frame)
+    a0.images[0].set_clim(*window)
+    a0.lines[0].set_data([point[0]], [point[1]])
+    a0.set_title(title or f"t = {times[t]:.1f} s", fontsize=9)
+    a1.lines[0].set_xdata([times[t], times[t]])
+    for line, (name, c) in zip(a1.lines[1:], curves.items()):
+        line.set_data(times, c - c[:2].mean())
+        line.set_label(name)
+    a1.relim()
+    a1.autoscale_view()
+    a1.legend(fontsize=7, loc="upper right")
+    a1.set_title(f"frame {t}: {times[t]:.1f} s", fontsize=9)
+
+
+def draw_overlays(panels: list[dict], curves: dict | None = None, title: str = ""):
+    """Slices with the expert outline (red) and a predicted or thresholded region (blue).
+
+    ``panels``: dicts of ``image``, ``truth``, ``pred`` (``(S, S)`` as ``(X, Y)``, shown
+    transposed), and optionally ``title``, ``window`` and ``cmap``. Optionally, beside them,
+    ``curves = {"x": thresholds, "Dice": ..., "precision": ..., "current": t}`` with the current
+    threshold marked. :func:`update_overlays` redraws it in place."""
+    n = len(panels) + (1 if curves else 0)
+    fig, axes = plt.subplots(1, n, figsize=(4.0 * n + 0.6, 3.7), squeeze=False)
+    for ax, p in zip(axes[0], panels):
+        window = p.get("window", (0, 1))
+        im = ax.imshow(p["image"].T, cmap=p.get("cmap", "gray"), vmin=window[0], vmax=window[1], origin="lower")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=7)
+        ax.axis("off")
+    if curves:
+        c = axes[0, -1]
+        for name in ("Dice", "precision", "recall"):
+            if name in curves:
+                c.plot(curves["x"], curves[name], label=name)
+        c.axvline(curves["current"], color="gray", ls="--")
+        c.set_xlabel(curves.get("x_label", "threshold"))
+        c.set_ylim(0, 1)
+        c.legend(fontsize=7)
+        c.set_title("mean over the studies", fontsize=9)
+    update_overlays(fig, panels, curves, title)
+    fig.tight_layout()
+    return fig
+
+
+def update_overlays(fig, panels: list[dict], curves: dict | None = None, title: str = "") -> None:
+    """Show other slices, regions or thresholds in a :func:`draw_overlays` figure, in place."""
+    for ax, p in zip([a for a in fig.axes if a.images], panels):
+        ax.images[0].set_data(p["image"].T)
+        ax.images[0].set_clim(*p.get("window", (0, 1)))
+        _set_outlines(ax, [(p["truth"].T, EXPERT), (p["pred"].T, PREDICTED)])
+        ax.set_title(p.get("title", ""), fontsize=9)
+    if curves:
+        marker = [a for a in fig.axes if a.get_xlabel()][0].lines[-1]
+        marker.set_xdata([curves["current"], curves["current"]])
+    if title:
+        fig.suptitle(title, fontsize=9)
+
+
+def draw_levels(
+    image: np.ndarray,
+    mask: np.ndarray,
+    maps: dict[str, np.ndarray],
+    windows: dict[str, tuple[float, float]] | None = None,
+    title: str = "",
+):
+    """An input slice with the lesion outline, then maps of any size over the same field of view
+    (attention, similarities, the synthetic map ``Ms``), each with a colorbar. :func:`update_levels`."""
+    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(3.2 * (len(maps) + 1), 3.3), squeeze=False)
+    extent = (0, image.shape[0], 0, image.shape[1])
+    axes[0, 0].imshow(image.T, cmap="gray", origin="lower", extent=extent)
+    for ax, name in zip(axes[0, 1:], maps):
+        im = ax.imshow(maps[name].T, cmap="viridis", origin="lower", extent=extent)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=7)
+    for ax in axes[0]:
+        ax.axis("off")
+    update_levels(fig, image, mask, maps, windows, title)
+    fig.tight_layout()
+    return fig
+
+
+def update_levels(fig, image, mask, maps, windows=None, title="") -> None:
+    """Show another slice, level or channel in a :func:`draw_levels` figure, in place."""
+    panels = [a for a in fig.axes if a.images]
+    extent = (0, image.shape[0], 0, image.shape[1])
+    panels[0].images[0].set_data(image.T)
+    panels[0].images[0].set_clim(float(image.min()), float(image.max()) or 1.0)
+    panels[0].set_title(title or "input", fontsize=9)
+    for ax, (name, a) in zip(panels[1:], maps.items()):
+        lo, hi = (windows or {}).get(name, (float(a.min()), float(a.max())))
+        ax.images[0].set_data(a.T)
+        ax.images[0].set_clim(lo, hi if hi > lo else lo + 1)
+        ax.set_title(f"{name} ({a.shape[0]}x{a.shape[1]})", fontsize=9)
+    for ax in panels:
+        _set_outlines(ax, [(mask.T, EXPERT)], extent=extent)

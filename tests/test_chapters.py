@@ -63,6 +63,8 @@ def test_attention_examples_and_figure(results, phantom_root):
     fig = figures.attention_levels(ex.images, ex.masks, ex.maps)
     assert len(fig.axes) == 12 and fig.axes[7].get_title() == "level 1"
     assert "level 5 mean" in ex.means()
+    assert ex.inputs.shape[:2] == (3, len(ex.channels)) and ex.channels[-1] == "Tmax"
+    assert ex.similarities["trained"][2].shape == ex.maps["trained"][2].shape
     plt.close("all")
 
 
@@ -113,3 +115,16 @@ def test_grid_time_accounting(results, phantom_root, arrays):
     assert parts["training steps"] > 0 and parts["everything else"] == pytest.approx(
         1000.0 - parts["training steps"] - parts["per-epoch validation"]
     )
+
+
+def test_realism_beside_the_real_ct(phantom_root):
+    from conftest import REAL_CT
+
+    s = chapters.load_studies(phantom_root, 1)[0]
+    fig, percentiles = chapters.realism(phantom_root, s, 0)
+    if not REAL_CT.exists():
+        assert fig is None
+        pytest.skip("../shared/real not beside the repository")
+    assert set(percentiles) == {"phantom", "real ISLES CT", next(k for k in percentiles if k.startswith("CT template"))}
+    assert 15 < percentiles["phantom"][2] < 45 and 15 < percentiles["real ISLES CT"][2] < 50  # brain medians in HU
+    assert len(fig.axes) == 3

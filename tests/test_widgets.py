@@ -1,4 +1,5 @@
-"""Widgets: set their values, assert on what is drawn (pure drawing functions, headless)."""
+"""Widgets: set their values, assert on what is drawn (pure drawing functions, headless), and that
+a change redraws the viewer's one figure in place."""
 
 import matplotlib
 
@@ -7,9 +8,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from stroke_helpers import figures  # noqa: E402
+from stroke_helpers.explorer import TABS, Explorer, check_data, check_run  # noqa: E402
 from stroke_helpers.isles import discover_cases, load_study  # noqa: E402
 from stroke_helpers.metrics import threshold_sweep  # noqa: E402
-from stroke_helpers.widgets import AttentionExplorer, StudyBrowser, ThresholdExplorer  # noqa: E402
+from stroke_helpers.widgets import (  # noqa: E402
+    AttentionExplorer,
+    ClassicalExplorer,
+    SeriesViewer,
+    StudyBrowser,
+    ThresholdExplorer,
+)
 
 
 @pytest.fixture(scope="module")
@@ -17,46 +26,131 @@ def studies(phantom_root):
     return [load_study(c) for c in discover_cases(phantom_root)[:3]]
 
 
-def test_study_browser_draws_what_is_selected(studies):
+def _panel(fig, title):
+    return next(ax for ax in fig.axes if ax.get_title() == title)
+
+
+def test_study_browser_draws_every_map_on_one_slice(studies, phantom_root):
     browser = StudyBrowser(studies)
     browser.study.value = studies[1].name
     assert browser.z.max == studies[1].n_slices - 1
-    browser.modality.value = "Tmax"
-    assert browser.window.value == (0, 20)
     browser.z.value = browser.z.max
+    browser.windows["Tmax"].value = (2, 12)
+    assert browser.error == ""
     fig = browser.figure()
-    ax = fig.axes[0]
-    assert ax.get_title() == f"{studies[1].name}  Tmax  z={browser.z.max}"
-    shown = ax.images[0].get_array()
-    assert np.array_equal(shown, studies[1].Tmax[:, :, browser.z.max].T)
-    assert ax.images[0].get_clim() == (0, 20)
-    has_lesion = studies[1].mask[:, :, browser.z.max].any()
-    assert (len(ax.collections) > 0) == bool(has_lesion)
+    z = browser.z.max
+    for m in ("CT", "CBF", "CBV", "MTT", "Tmax"):
+        ax = _panel(fig, m)
+        assert np.array_equal(ax.images[0].get_array(), studies[1].images[m][:, :, z].T)
+    assert _panel(fig, "Tmax").images[0].get_clim() == (2, 12)
+    assert _panel(fig, "CT").images[0].get_clim() == (0, 100)
+    assert len(fig.axes) == 10  # five maps, five colorbars
+    assert f"{studies[1].name}  slice {z}" in fig.texts[0].get_text()
+    # window sliders in each map's units: seconds for Tmax, HU for CT, the study's range for CBF
+    assert (browser.windows["Tmax"].min, browser.windows["Tmax"].max) == (0, 30)
+    assert browser.windows["CT"].description == "CT (HU)"
+    cbf = studies[1].CBF
+    assert browser.windows["CBF"].value[1] == pytest.approx(np.percentile(cbf[cbf > 0], 99), rel=1e-3)
+    has_lesion = studies[1].mask[:, :, z].any()
+    assert bool(_panel(fig, "CT")._live_outlines) == bool(has_lesion)
     browser.overlay.value = False
-    assert len(browser.figure().axes[0].collections) == 0
-    browser.modality.value = "CBF"  # uncalibrated: window from the study's 99th percentile
-    assert browser.window.value[1] == pytest.approx(np.percentile(studies[1].CBF[studies[1].CBF > 0], 99), rel=1e-3)
+    assert not _panel(browser.figure(), "CT")._live_outlines
     plt.close("all")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one"):
         StudyBrowser([])
+    # case folders: every study, loaded when picked
+    lazy = StudyBrowser(discover_cases(phantom_root))
+    assert len(lazy.study.options) == len(discover_cases(phantom_root))
+    lazy.study.value = lazy.study.options[-1]
+    assert lazy.current.name == lazy.study.options[-1] and lazy.error == ""
 
 
-def test_attention_explorer_shows_the_chosen_level_and_slice():
-    rng = np.random.default_rng(0)
-    images, masks = rng.random((3, 32, 32)), np.zeros((3, 32, 32), bool)
-    attention = {1: rng.random((3, 32, 32)), 2: rng.random((3, 16, 16))}
-    explorer = AttentionExplorer(images, masks, attention)
-    explorer.level.value, explorer.index.value = 2, 1
-    fig = explorer.figure()
-    assert np.array_equal(fig.axes[0].images[0].get_array(), images[1].T)
-    assert np.array_equal(fig.axes[1].images[0].get_array(), attention[2][1].T)
-    assert "level 2 (16x16)" in fig.axes[1].get_title()
+def test_viewer_redraws_in_place_and_matches_a_fresh_figure(studies):
+    browser = StudyBrowser(studies)
+    first = browser.render()
+    fig = browser._fig
+    browser.z.value = (browser.z.value + 1) % (browser.z.max + 1)
+    assert browser._fig is fig and browser.image.value != first  # same figure, new picture
+    fresh = browser.figure()
+    for a, b in zip(fig.axes, fresh.axes):
+        if a.images:
+            assert np.array_equal(a.images[0].get_array(), b.images[0].get_array())
+            assert a.images[0].get_clim() == b.images[0].get_clim()
+    bundle = browser._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle and "image/png" in bundle
     plt.close("all")
 
 
-def test_threshold_explorer_curves_and_marker():
-    truth = np.zeros((10, 10, 2), bool)
-    truth[2:6, 2:6] = True
+def test_viewer_shows_errors_in_one_line(studies):
+    browser = StudyBrowser(studies)
+    browser.render()
+    browser._sources["broken"] = studies[0].path / "missing"
+    browser.study.options = [*browser.study.options, "broken"]
+    browser.study.value = "broken"
+    assert browser.error.startswith("error: ") and "\n" not in browser.error
+    assert "stroke-error" in browser.message.value
+
+
+def test_series_viewer_frames_and_curves(studies):
+    s = studies[0]
+    viewer = SeriesViewer(s)
+    viewer.render()
+    viewer.t.value, viewer.z.value = 3, 0
+    viewer.x.value, viewer.y.value = 10, 12
+    fig = viewer.figure()
+    assert np.array_equal(fig.axes[0].images[0].get_array(), s.pwi[:, :, 0, 3].T)
+    lines = fig.axes[1].get_lines()
+    assert lines[0].get_xdata()[0] == pytest.approx(3 * s.pwi_time_step)  # the frame's time
+    voxel = s.pwi[10, 12, 0]
+    assert np.allclose(lines[2].get_ydata(), voxel - voxel[:2].mean())
+    viewer.region.value = "lesion in this slice"
+    assert "lesion" in viewer.figure().axes[1].get_lines()[2].get_label() and viewer.error == ""
+    plt.close("all")
+
+
+def test_classical_explorer_scores_live(studies):
+    from stroke_helpers.datasets import brain_mask
+    from stroke_helpers.metrics import dice
+    from stroke_helpers.perfusion import core_rcbf, tissue_mask
+
+    s = studies[0]
+    viewer = ClassicalExplorer(s)
+    viewer.rcbf_percent.value = 40
+    tissue = tissue_mask(s.CT, brain_mask(s))
+    expected = dice(core_rcbf(s.CBF, tissue, s.Tmax, 0.4), s.mask.astype(bool))
+    fig = viewer.figure()
+    assert f"rCBF < 40 % over CBF: Dice {expected:.3f}" in fig.axes[0].get_title()
+    viewer.tmax_s.value = 8
+    assert "Tmax > 8 s" in viewer.figure().axes[1].get_title()
+    plt.close("all")
+    with pytest.raises(ValueError, match="no expert mask"):
+        ClassicalExplorer(load_study(discover_cases(s.path.parent.parent, "TESTING")[0]))
+
+
+def test_attention_explorer_levels_channels_and_similarities():
+    rng = np.random.default_rng(0)
+    images, masks = rng.random((3, 2, 32, 32)), np.zeros((3, 32, 32), bool)
+    attention = {1: rng.random((3, 32, 32)), 2: rng.random((3, 16, 16))}
+    similarities = {1: 3 * rng.random((3, 32, 32)), 2: 3 * rng.random((3, 16, 16))}
+    explorer = AttentionExplorer(images, masks, attention, similarities, ["CT", "Tmax"], ms=rng.random((3, 32, 32)))
+    explorer.level.value, explorer.index.value, explorer.channel.value = 2, 1, 1
+    fig = explorer.figure()
+    assert np.array_equal(fig.axes[0].images[0].get_array(), images[1, 1].T)
+    assert np.array_equal(fig.axes[1].images[0].get_array(), attention[2][1].T)
+    assert "level 2 (16x16)" in fig.axes[1].get_title() and "Tmax" in fig.axes[0].get_title()
+    assert "synthetic map Ms" in fig.axes[2].get_title()
+    explorer.kind.value = "similarities"
+    assert np.array_equal(explorer.figure().axes[1].images[0].get_array(), similarities[2][1].T)
+    one = AttentionExplorer(images[:, 0], masks, attention)  # the notebook's call: one channel
+    assert np.array_equal(one.figure().axes[0].images[0].get_array(), images[0, 0].T)
+    plt.close("all")
+    with pytest.raises(ValueError, match="no attention"):
+        AttentionExplorer(images, masks, {})
+
+
+def test_threshold_explorer_redraws_overlay_and_scores():
+    truth = np.zeros((2, 10, 10), bool)
+    truth[:, 2:6, 2:6] = True
     probs = np.where(truth, 0.7, 0.2)  # perfect between 0.2 and 0.7, nothing above 0.7
     d, p = threshold_sweep([probs], [truth], np.array([0.1, 0.5, 0.9]))
     assert d.tolist() == pytest.approx([2 * 32 / (200 + 32), 1.0, 0.0])
@@ -64,6 +158,54 @@ def test_threshold_explorer_curves_and_marker():
     explorer = ThresholdExplorer([probs], [truth])
     explorer.threshold.value = 0.5
     fig = explorer.figure()
-    assert "Dice 1.000" in fig.axes[0].get_title()
-    assert fig.axes[0].lines[-1].get_xdata()[0] == 0.5
+    assert "Dice 1.000, precision 1.000, recall 1.000" in fig.axes[0].get_title()
+    assert fig.axes[1].lines[-1].get_xdata()[0] == 0.5  # panel, curves, colorbar
+    explorer.threshold.value = 0.1
+    assert explorer.scores()["dice"] == pytest.approx(2 * 32 / (200 + 32))
+    assert "Dice 0.276" in explorer.figure().axes[0].get_title()
+    explorer.threshold.value = 0.8
+    assert explorer.scores() == {"dice": 0.0, "precision": 0.0, "recall": 0.0, "mean": 0.0}
+    assert explorer.error == ""
     plt.close("all")
+    with pytest.raises(ValueError, match="as many"):
+        ThresholdExplorer([probs], [])
+
+
+def test_update_functions_match_fresh_figures():
+    rng = np.random.default_rng(1)
+    a, b = rng.random((8, 8)), rng.random((8, 8))
+    fig = figures.draw_maps({"CT": a}, {"CT": (0, 1)}, a > 0.5, "one")
+    figures.update_maps(fig, {"CT": b}, {"CT": (0.2, 0.8)}, None, "two")
+    assert np.array_equal(fig.axes[0].images[0].get_array(), b)
+    assert fig.axes[0].images[0].get_clim() == (0.2, 0.8) and not fig.axes[0]._live_outlines
+    assert fig.texts[0].get_text() == "two"
+    plt.close("all")
+
+
+def test_explorer_app_without_and_with_a_run(phantom_root, tmp_path):
+    app = Explorer(phantom_root)
+    for i, tab in enumerate(TABS):
+        app.tabs.selected_index = i
+        assert app.status.value == "", tab
+    assert "python -m stroke_helpers train" in app.tabs.children[TABS.index("Prediction")].value
+    app.tabs.selected_index = 0
+    app.study.value = app.study.options[-1][1]
+    assert app.viewers["Maps"].current.name == app.study.value
+    with pytest.raises(FileNotFoundError, match="no ISLES-layout dataset"):
+        check_data(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not a trained run"):
+        check_run(tmp_path)
+    plt.close("all")
+
+
+def test_explore_command_says_what_is_wrong_in_one_line(phantom_root, tmp_path, capsys):
+    from stroke_helpers.__main__ import main
+
+    for argv, expected in (
+        (["--data", str(tmp_path)], "no ISLES-layout dataset"),
+        (["--data", str(phantom_root), "--run", str(tmp_path)], "not a trained run"),
+        (["--data", str(phantom_root), "--port", "70000"], "not a port number"),
+    ):
+        assert main(["explore", *argv, "--no-browser"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err

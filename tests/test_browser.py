@@ -1,0 +1,262 @@
+"""The widgets in a real browser: Debian's chromium driven by Playwright for Python.
+
+The tests start JupyterLab and the Voilà app (``python -m stroke_helpers explore``) on
+127.0.0.1, move a slider with the keyboard, and assert that the picture changed (screenshots
+compared) and that no error appeared in the page, the viewer or the kernel's output. They skip
+with a message where Playwright or a chromium is missing (``apt-get install chromium``,
+``pip install -e ".[test]"``; Playwright is pointed at the system browser, never downloads one).
+
+``STROKE_SCREENSHOTS=docs python -m pytest tests/test_browser.py`` also saves what the browser
+showed (``docs/explorer.png`` is README's screenshot of the app, ``docs/jupyterlab_01.png``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+# the page's own resources may point at a CDN; there is no network here, and that is not an error
+IGNORED_CONSOLE = ("Failed to load resource", "net::ERR_")
+
+
+def chromium_path() -> str | None:
+    found = os.environ.get("STROKE_CHROMIUM") or next(filter(None, map(shutil.which, CHROMIUM_NAMES)), None)
+    return found if found and Path(found).exists() else None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="Playwright for Python is missing: pip install -e '.[test]'"
+    )
+    path = chromium_path()
+    if path is None:
+        pytest.skip("no chromium found (apt-get install chromium, or set STROKE_CHROMIUM); browser tests skipped")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, args=["--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, proc: subprocess.Popen, log: Path, seconds: float = 90) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:  # it answers
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer in {seconds} s:\n{log.read_text()[-3000:]}")
+
+
+def start(cmd: list[str], url: str, tmp: Path, env: dict) -> subprocess.Popen:
+    log = tmp / "server.log"
+    proc = subprocess.Popen(
+        cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=tmp, start_new_session=True
+    )
+    try:
+        wait_for_http(url, proc, log)
+    except Exception:
+        proc.terminate()
+        raise
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop the server and everything it started (its own process group: Voilà, kernels)."""
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        pass
+    except ProcessLookupError:
+        return
+    time.sleep(1)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left
+    except ProcessLookupError:
+        pass
+
+
+def server_env(phantom_root: Path, tmp: Path) -> dict:
+    """Kernels import this checkout, read the phantom data, write nothing outside ``tmp``."""
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "STROKE_DATA_DIR": str(phantom_root.parent),
+        "STROKE_PRESET": "cpu",  # whose dataset folder is "synthetic", the phantom's
+        "STROKE_RESULTS": str(tmp / "results"),
+        "JUPYTER_CONFIG_DIR": str(tmp / "jupyter_config"),
+        "JUPYTER_RUNTIME_DIR": str(tmp / "jupyter_runtime"),
+        "MPLBACKEND": "Agg",
+    }
+
+
+def watch_errors(page) -> list[str]:
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+    page.on(
+        "console",
+        lambda m: (
+            errors.append(f"console: {m.text}")
+            if m.type == "error" and not any(s in m.text for s in IGNORED_CONSOLE)
+            else None
+        ),
+    )
+    return errors
+
+
+WATCH = """(img) => {
+    window.__t0 = null; window.__t1 = null;
+    document.addEventListener('keydown', () => { window.__t0 = performance.now(); }, {capture: true, once: true});
+    new MutationObserver((_, obs) => { window.__t1 = performance.now(); obs.disconnect(); })
+        .observe(img, {attributes: true, attributeFilter: ['src']});
+}"""
+OPPOSITE = {"ArrowLeft": "ArrowRight", "ArrowRight": "ArrowLeft"}
+
+
+def move_slider_and_compare(page, viewer, slider_index: int = 0, key: str = "ArrowLeft") -> float:
+    """Screenshot the viewer's picture, move one of its sliders one step with the keyboard (the
+    other way when it is at its end), wait for the new picture and assert that it differs; the
+    browser's time from key press to new picture (ms)."""
+    image = viewer.locator("img").first
+    image.wait_for()
+    page.wait_for_timeout(300)
+    before = image.screenshot()
+    for k in (key, OPPOSITE[key]):
+        page.evaluate(WATCH, image.element_handle())
+        viewer.locator(".noUi-handle").nth(slider_index).focus()
+        page.keyboard.press(k)
+        try:
+            page.wait_for_function("window.__t1 !== null", timeout=10_000)
+            break
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: the slider was at its end
+            continue
+    else:
+        pytest.fail(f"no new picture after {key} and {OPPOSITE[key]} on slider {slider_index}")
+    ms = page.evaluate("window.__t1 - window.__t0")
+    page.wait_for_timeout(200)
+    after = image.screenshot()
+    assert after != before, "the picture did not change after the slider moved"
+    return ms
+
+
+def save_screenshot(page, name: str, element: str | None = None) -> None:
+    """With ``$STROKE_SCREENSHOTS``, save the page (or one element of it) there as ``name``."""
+    if os.environ.get("STROKE_SCREENSHOTS"):
+        path = Path(os.environ["STROKE_SCREENSHOTS"]) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (page.locator(element).first if element else page).screenshot(path=str(path))
+
+
+def assert_no_errors(page, errors: list[str]) -> None:
+    viewer_errors = [t for t in page.locator(".stroke-error").all_inner_texts() if t.strip()]
+    assert not viewer_errors, viewer_errors
+    assert not errors, errors
+
+
+def test_notebook_01_study_browser_in_jupyterlab(browser, phantom_root, tmp_path):
+    """Notebook 01 up to its StudyBrowser cell, run in JupyterLab; a slice slider moves the picture."""
+    nb = json.loads((ROOT / "notebooks" / "01_data_exploration.ipynb").read_text())
+    cells = []
+    for cell in nb["cells"]:
+        cell["outputs"] = [] if cell["cell_type"] == "code" else cell.get("outputs")
+        if cell["cell_type"] == "code":
+            cell["execution_count"] = None
+        cells.append({k: v for k, v in cell.items() if v is not None})
+        if "StudyBrowser(" in "".join(cell["source"]) and cell["cell_type"] == "code":
+            break
+    else:
+        pytest.fail("notebook 01 has no StudyBrowser cell")
+    nb["cells"] = cells
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "01.ipynb").write_text(json.dumps(nb))
+    port, token = free_port(), "stroke-test"
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1"]
+    cmd += [f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}", "--LabApp.news_url=None"]
+    cmd += ["--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--allow-root"]
+    server = start(
+        cmd, f"http://127.0.0.1:{port}/api/status?token={token}", tmp_path, server_env(phantom_root, tmp_path)
+    )
+    try:
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        errors = watch_errors(page)
+        page.goto(f"http://127.0.0.1:{port}/lab/tree/notebooks/01.ipynb?token={token}&reset")
+        page.locator(".jp-Notebook").first.wait_for(timeout=90_000)
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        viewer = page.locator(".stroke-viewer").first
+        viewer.wait_for(timeout=120_000)
+        move_slider_and_compare(page, viewer)  # the slice slider
+        move_slider_and_compare(page, viewer, slider_index=1, key="ArrowRight")  # CT window, lower end
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+        kernel_errors = page.locator(
+            ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+        ).all_inner_texts()
+        assert not [t for t in kernel_errors if "Error" in t or "Traceback" in t], kernel_errors
+        assert_no_errors(page, errors)
+        save_screenshot(page, "jupyterlab_01.png")
+    finally:
+        stop(server)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(phantom_root, tmp_path_factory) -> Path:
+    """A one-epoch smoke model on the phantom: enough to draw a prediction and attention."""
+    from stroke_helpers.runs import TrainConfig
+    from stroke_helpers.train import train
+
+    out = tmp_path_factory.mktemp("explorer_run") / "run"
+    train(TrainConfig(data=str(phantom_root), out=str(out), preset="smoke", epochs=1, progress=False))
+    return out
+
+
+def test_explorer_app_in_voila(browser, phantom_root, tiny_run, tmp_path):
+    """``explore`` serves the app; each tab draws, sliders move pictures, and no error shows."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "stroke_helpers", "explore", "--data", str(phantom_root), "--run", str(tiny_run)]
+    cmd += ["--port", str(port), "--no-browser"]
+    server = start(cmd, f"http://127.0.0.1:{port}/voila/static/", tmp_path, server_env(phantom_root, tmp_path))
+    try:
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        errors = watch_errors(page)
+        page.goto(f"http://127.0.0.1:{port}/")
+        maps = page.locator(".stroke-viewer").first
+        maps.wait_for(timeout=120_000)
+        timings = {"Maps": move_slider_and_compare(page, maps)}
+        save_screenshot(page, "explorer.png", ".stroke-explorer")
+        for tab in ("4D series", "Classical thresholds", "Prediction", "Attention and Ms"):
+            page.get_by_role("tab", name=tab).click()
+            viewer = page.locator(".stroke-viewer:visible").first
+            viewer.wait_for(timeout=60_000)
+            timings[tab] = move_slider_and_compare(page, viewer, key="ArrowRight")
+        print("browser redraw, key press to new picture (ms):", {k: round(v) for k, v in timings.items()})
+        assert_no_errors(page, errors)
+        assert "Traceback" not in page.content()
+    finally:
+        stop(server)
