@@ -21,6 +21,8 @@ from pathlib import Path
 
 import ipywidgets as W
 
+from .chapters import notebook_paths
+from .download import data_dir
 from .isles import MODALITIES, discover_cases, load_study
 from .widgets import AttentionExplorer, ClassicalExplorer, SeriesViewer, StudyBrowser, ThresholdExplorer
 
@@ -111,8 +113,6 @@ class Explorer:
         results when it has been trained."""
         if "STROKE_EXPLORE_DATA" in os.environ:
             return cls(os.environ["STROKE_EXPLORE_DATA"], os.environ.get("STROKE_EXPLORE_RUN") or None)
-        from .chapters import notebook_paths
-
         _, data, results = notebook_paths("cpu")
         cascade = results / "runs" / "cascade"
         return cls(data, cascade if (cascade / "cascade.json").exists() else None)
@@ -183,8 +183,6 @@ class Explorer:
 def serve(data: str | Path | None, run: str | Path | None, port: int = 8866, open_browser: bool = True) -> int:
     """Serve the app with Voilà on 127.0.0.1 until interrupted; Voilà's exit status."""
     if data is None:
-        from .download import data_dir
-
         data = data_dir(None) / "synthetic"
     data = check_data(data).resolve()
     run = check_run(run)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .datasets import inside_skull
+from .datasets import brain_mask, inside_skull
 from .isles import Study
+from .metrics import dice
 
 #: Display windows of SPEC §2.
 WINDOWS = {"CT": (0, 100), "CBF": (0, 1000), "CBV": (0, 100), "MTT": (0, 20), "Tmax": (0, 20)}
@@ -98,8 +99,6 @@ def study_figure(volumes: dict[str, np.ndarray], z: int, mask: np.ndarray | None
 
 def modality_histograms(studies, modalities=("CT", "CBF", "CBV", "MTT", "Tmax"), bins: int = 60):
     """Intensity histograms of brain voxels per modality (lesion vs the rest), raw units."""
-    from .datasets import brain_mask
-
     fig, axes = plt.subplots(1, len(modalities), figsize=(3.2 * len(modalities), 2.8))
     for ax, m in zip(np.atleast_1d(axes), modalities):
         inside, lesion = [], []
@@ -210,8 +209,6 @@ def segmentation_grid(grid: list[list[dict | None]], row_labels=(), col_labels=(
     ``grid[r][c]``: ``image (S, S)``, ``truth``, ``pred`` (binary) and optionally ``dice``
     (computed on the slice when absent); ``None`` leaves a panel empty.
     """
-    from .metrics import dice
-
     rows, cols = len(grid), max(len(r) for r in grid)
     fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.5 * rows), squeeze=False)
     for r, row in enumerate(grid):

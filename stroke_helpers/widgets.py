@@ -24,6 +24,7 @@ import ipywidgets as W
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .datasets import brain_mask
 from .figures import (
     UNITS,
     axial,
@@ -40,6 +41,7 @@ from .figures import (
 )
 from .isles import Study, load_study
 from .metrics import dice, precision, recall, threshold_sweep
+from .perfusion import relative_cbf, select_aif, tissue_mask
 
 #: The maps a study browser shows, and the window sliders' ranges ``(min, max, step)`` in each
 #: map's units; CBF and CBV are uncalibrated, so theirs come from the study (:func:`window_range`).
@@ -228,9 +230,6 @@ class SeriesViewer(_Viewer):
     REGIONS = ("voxel", "5x5 voxels", "lesion in this slice")
 
     def __init__(self, study: Study):
-        from .datasets import brain_mask
-        from .perfusion import select_aif
-
         self.study = study
         self.series = study.pwi
         self.times = np.arange(self.series.shape[-1]) * study.pwi_time_step
@@ -363,9 +362,6 @@ class ClassicalExplorer(_Viewer):
     Dice over the whole study."""
 
     def __init__(self, study: Study):
-        from .datasets import brain_mask
-        from .perfusion import relative_cbf, tissue_mask
-
         if study.mask is None:
             raise ValueError(f"{study.name}: no expert mask to score the thresholds against")
         self.study = study
