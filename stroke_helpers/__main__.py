@@ -94,7 +94,7 @@ def reproduce(args) -> None:
     import time
 
     from .chapters import run_notebooks
-    from .download import data_dir
+    from .download import DownloadError, data_dir, fetch_arterial_atlas
     from .grid import Grid
     from .phantom import PhantomConfig, generate_dataset
     from .presets import get_preset
@@ -106,7 +106,12 @@ def reproduce(args) -> None:
     out = Path(args.out or Path("results") / args.preset)
     if not (data / "TRAINING").is_dir():
         print(f"generating the synthetic dataset in {data}", flush=True)
-        config = PhantomConfig(atlas=str(data_dir(None) / "atlas"))  # without it: geometric territories, warned
+        atlas = data_dir(None) / "atlas"
+        try:  # fetched once, like nilearn's atlases; offline, geometric territories (warned)
+            fetch_arterial_atlas(atlas, progressbar=not args.no_progress)
+        except DownloadError as exc:
+            print(f"warning: no arterial territory atlas ({exc})", file=sys.stderr)
+        config = PhantomConfig(atlas=str(atlas))
         workers = os.cpu_count() or 1
         generate_dataset(data, *preset.cases, args.seed, config, workers=workers, progress=not args.no_progress)
         seconds["dataset"] = time.perf_counter() - t0
