@@ -244,7 +244,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGINT"])
 def test_killed_generation_leaves_no_worker_and_restarts_clean(tmp_path, signal_name):
     out = tmp_path / "synthetic"
-    argv = [sys.executable, "data_download.py", "synthetic", "--out", str(out), "--train-cases", "12"]
+    argv = [sys.executable, "data_download.py", "synthetic", "--out", str(out), "--train-cases", "80"]
     argv += ["--test-cases", "0", "--workers", "2", "--no-pwi"]
     proc = subprocess.Popen(
         argv, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -255,6 +255,7 @@ def test_killed_generation_leaves_no_worker_and_restarts_clean(tmp_path, signal_
         time.sleep(0.2)
     workers = _children(proc.pid)
     assert workers, "the generator started no worker"
+    assert proc.poll() is None, "the generator finished before it could be interrupted"
     proc.send_signal(getattr(signal, signal_name))
     _, err = proc.communicate(timeout=60)
     time.sleep(1.0)
