@@ -56,14 +56,14 @@ def run_notebooks(notebook_dir: Path, out: Path, parameters: dict, progress: boo
     return done
 
 
-def publish_notebooks(executed: Path, notebook_dir: Path = REPOSITORY / "notebooks") -> list[Path]:
+def publish_notebooks(executed: Path, notebook_dir: Path = REPOSITORY / "notebooks", names=NOTEBOOKS) -> list[Path]:
     """Copy executed chapters (``reproduce``'s ``OUT/notebooks``) over the repository's, with
     their outputs but without papermill's injected-parameters cell and run paths, so that the
     committed notebooks keep literal parameters that resolve on any machine."""
     import nbformat
 
     done = []
-    for name in NOTEBOOKS:
+    for name in names:
         nb = nbformat.read(Path(executed) / f"{name}.ipynb", as_version=4)
         nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
         papermill = nb.metadata.get("papermill", {})
@@ -231,6 +231,22 @@ def realism(data: Path, study: Study, z: int):
     row = next(r for r in read_cases(data) if f"{r['split']}/{r['case']}" == study.name)
     mni_z = float(row["first_slice_mm"]) + SLICE_MM * z
     return realism_figure(study.CT, real, template, z, real.shape[2] // 2, mni_z)
+
+
+def attention_shapes(module, x_e, x_d) -> str:
+    """Every tensor of one additive cross-attention step with its shape, and whether the
+    refined skip equals ``X_e`` times the gate (chapter 02's walk through the equation)."""
+    out = module(x_e, x_d)
+    steps = {
+        "X_e": x_e,
+        "X_d": x_d,
+        "W_e X_e + W_d X_d": module.w_e(x_e) + module.w_d(x_d),
+        "q = relu(...)": out.similarities,
+        "a = sigmoid(W_phi q)": out.attention,
+        "X'_e = X_e * a": out.refined,
+    }
+    lines = [f"{name:22s} {tuple(t.shape)}" for name, t in steps.items()]
+    return "\n".join([*lines, f"X'_e == X_e * a: {torch.allclose(out.refined, x_e * out.attention)}"])
 
 
 # --- chapters 2 and 3: one model looked at closely -----------------------------------------------

@@ -107,13 +107,13 @@ class Explorer:
         self._show()
 
     @classmethod
-    def from_environment(cls) -> Explorer:
+    def from_environment(cls, preset: str = "cpu", data: str = "", results: str = "") -> Explorer:
         """What ``explore`` passes (``$STROKE_EXPLORE_DATA``, ``$STROKE_EXPLORE_RUN``); without
-        them (a notebook run by hand or by CI), the notebooks' data and the cascade of their
-        results when it has been trained."""
+        them (a notebook run by hand or by CI), the notebook parameters' data and the cascade of
+        their results when it has been trained (resolved as the chapters resolve them)."""
         if "STROKE_EXPLORE_DATA" in os.environ:
             return cls(os.environ["STROKE_EXPLORE_DATA"], os.environ.get("STROKE_EXPLORE_RUN") or None)
-        _, data, results = notebook_paths("cpu")
+        _, data, results = notebook_paths(preset, data, results)
         cascade = results / "runs" / "cascade"
         return cls(data, cascade if (cascade / "cascade.json").exists() else None)
 

@@ -128,3 +128,16 @@ def test_realism_beside_the_real_ct(phantom_root):
     assert set(percentiles) == {"phantom", "real ISLES CT", next(k for k in percentiles if k.startswith("CT template"))}
     assert 15 < percentiles["phantom"][2] < 45 and 15 < percentiles["real ISLES CT"][2] < 50  # brain medians in HU
     assert len(fig.axes) == 3
+
+
+def test_attention_shapes_walks_the_equation():
+    import torch
+
+    from stroke_helpers.model import AdditiveCrossAttention
+
+    text = chapters.attention_shapes(
+        AdditiveCrossAttention(8, 16), torch.randn(2, 8, 12, 12), torch.randn(2, 16, 12, 12)
+    )
+    lines = text.splitlines()
+    assert lines[0].split() == ["X_e", "(2,", "8,", "12,", "12)"] and "(2, 1, 12, 12)" in lines[4]
+    assert lines[-1] == "X'_e == X_e * a: True"

@@ -246,8 +246,12 @@ def test_killed_generation_leaves_no_worker_and_restarts_clean(tmp_path, signal_
     out = tmp_path / "synthetic"
     argv = [sys.executable, "data_download.py", "synthetic", "--out", str(out), "--train-cases", "80"]
     argv += ["--test-cases", "0", "--workers", "2", "--no-pwi"]
-    proc = subprocess.Popen(
-        argv, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    proc = subprocess.Popen(  # Ctrl-C as a terminal delivers it (a background CI job starts with SIGINT ignored)
+        argv,
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     partial = tmp_path / "synthetic.partial"
     deadline = time.time() + 120
