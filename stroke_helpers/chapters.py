@@ -26,7 +26,7 @@ from .phantom import read_cases
 from .phantom.anatomy import SLICE_MM
 from .phantom.realism import realism_figure
 from .presets import get_preset
-from .runs import load_model, load_synthetic_maps, read_history, read_split, slices_of, study_indices
+from .runs import load_model, load_synthetic_maps, metrics_path, read_history, read_split, slices_of, study_indices
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 NOTEBOOKS = (
@@ -99,7 +99,7 @@ def notebook_paths(preset: str, data: str = "", results: str = "") -> tuple[str,
 def require_run(results: Path, folder: str) -> Path:
     """``RESULTS/runs/folder``, or a clear error saying how to make it."""
     run = Path(results) / "runs" / folder
-    if not (run / "metrics.json").exists():
+    if not metrics_path(run).exists():
         raise FileNotFoundError(f"{run}: run missing; `python -m stroke_helpers reproduce` trains it")
     return run
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from .cascade import run_cascade
 from .inference import evaluate
 from .presets import get_preset
-from .runs import TrainConfig, is_finished
+from .runs import TrainConfig, is_finished, metrics_path
 from .train import train
 
 ROWS = {"base": (False, False), "MR": (False, True), "MR+ATT": (True, True)}  # (attention, multilevel)
@@ -88,9 +88,9 @@ class Grid:
 
     def evaluate(self, run: Path) -> None:
         """``metrics.json`` (validation) and, when the data allows, ``metrics_test.json``."""
-        if not (run / "metrics.json").exists():
+        if not metrics_path(run).exists():
             evaluate(run, progress=self.progress)
-        if has_test_truth(self.data) and not (run / "metrics_test.json").exists():
+        if has_test_truth(self.data) and not metrics_path(run, "test").exists():
             evaluate(run, split="test", progress=self.progress)
 
     def run(self, row: str, modalities: str, seed: int | None = None) -> Path:
@@ -128,6 +128,9 @@ class Grid:
             name = seed_folder(run_name(*args[:2]) if kind == "run" else args[0], args[-1], self.seed)
             print(f"[{k + 1}/{len(steps)}] {name}", flush=True)
             t0 = time.perf_counter()
-            self.run(*args) if kind == "run" else self.cascade(*args)
+            if kind == "run":
+                self.run(*args)
+            else:
+                self.cascade(*args)
             seconds[name] = time.perf_counter() - t0
         return seconds

@@ -24,7 +24,7 @@ from .engine import autocast_dtype, predict_logits, resolve_device
 from .isles import load_study, write_like
 from .metrics import METRICS, study_metrics, summarise
 from .phantom.truth import load_study_truth
-from .runs import RunError, load_model, read_json, read_split, study_indices, write_json
+from .runs import RunError, load_model, metrics_path, read_json, read_split, study_indices, write_json
 
 THRESHOLD = 0.5
 
@@ -91,7 +91,7 @@ def evaluate(run_dir: str | Path, split: str = "val", device: str = "auto", prog
         "studies": rows,
         "summary": summarise(rows),
     }
-    out = Path(run_dir) / ("metrics.json" if split == "val" else f"metrics_{split}.json")
+    out = metrics_path(run_dir, split)
     write_json(result, out)
     return result
 

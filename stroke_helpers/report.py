@@ -23,7 +23,7 @@ from .datasets import build_slices
 from .grid import ALL_RUN, CASCADES, ROWS, TABLE1, TABLE2, column_name, run_name, seed_folder
 from .metrics import MIN_STUDIES, bootstrap_ci, paired_difference
 from .presets import get_preset
-from .runs import read_history, read_split, slices_of
+from .runs import metrics_path, read_history, read_split, slices_of
 
 # the paper's numbers (ISLES 2018, 19 validation studies): Dice (mean, std), SPEC §1
 PAPER_TABLE1 = {
@@ -45,7 +45,7 @@ CASCADE_METRICS = ("dice", "precision", "recall", "hd95", "avd")
 
 def load_run_metrics(out: Path, folder: str, split: str = "val") -> dict | None:
     """A run's ``metrics.json`` (``val``) or ``metrics_test.json``, or None when absent."""
-    path = Path(out) / "runs" / folder / ("metrics.json" if split == "val" else f"metrics_{split}.json")
+    path = metrics_path(Path(out) / "runs" / folder, split)
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -86,7 +86,7 @@ def table_markdown(out: Path, columns, paper: dict, metric: str = "dice", rows=t
     return "\n".join(lines)
 
 
-def _cascade_runs(out: Path) -> dict[str, str]:
+def _cascade_runs() -> dict[str, str]:
     """``{label: folder}``: stage 1 and the cascades of the grid's own seed."""
     runs = {"stage 1 (MR+ATT, All)": ALL_RUN}
     runs |= {f"{f} ({'out-of-fold' if CASCADES[f] else 'in-sample'} Ms)": f for f in CASCADES}
@@ -100,7 +100,7 @@ def cascade_markdown(out: Path, split: str = "val") -> str:
         "|---|---|---|---|---|---|",
         f"| paper (real ISLES 2018) | {PAPER_CASCADE['dice']:.2f} | {PAPER_CASCADE['precision']:.2f} | | | |",
     ]
-    for label, folder in _cascade_runs(out).items():
+    for label, folder in _cascade_runs().items():
         if load_run_metrics(out, folder, split) is not None:
             cells = [cell(per_study(out, folder, m, split)) for m in CASCADE_METRICS]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -188,15 +188,19 @@ def seeds_markdown(out: Path, base_seed: int = 0, split: str = "val") -> str:
     return "\n".join(lines)
 
 
+def trained_runs(out: Path) -> list[Path]:
+    """Every run folder the grid trained, each once: a cascade's ``stage1`` is a copy of the
+    MR+ATT All run, so it is left out."""
+    return [h.parent for h in sorted(Path(out, "runs").rglob("history.csv")) if h.parent.name != "stage1"]
+
+
 def grid_overheads(out: Path, grid_wall: float) -> dict[str, float]:
     """Where the grid's wall time went: training steps, per-epoch validation, and everything
     else (process and model start, slice cache, synthetic maps, native-resolution evaluation
     and HD95), from every run's ``history.csv`` (seconds per epoch include validation)."""
     train = val = 0.0
-    for history in Path(out, "runs").rglob("history.csv"):
-        if history.parent.name == "stage1":  # a cascade's stage 1 is a copy of the MR+ATT All run
-            continue
-        rows = read_history(history.parent)
+    for run in trained_runs(out):
+        rows = read_history(run)
         train += sum(r["seconds"] - r.get("val_seconds", 0.0) for r in rows)
         val += sum(r.get("val_seconds", 0.0) for r in rows)
     rest = grid_wall - train - val
@@ -210,12 +214,10 @@ def convergence(out: Path) -> list[dict]:
     """Per trained run: best validation Dice, the mean of its last three epochs, whether that is
     within :data:`PLATEAU` of the best (the learning curve has flattened), and its final Dice."""
     rows = []
-    for history in sorted(Path(out, "runs").rglob("history.csv")):
-        if history.parent.name == "stage1":
-            continue
-        dice = [r["val_dice"] for r in read_history(history.parent)]
+    for run in trained_runs(out):
+        dice = [r["val_dice"] for r in read_history(run)]
         best, tail = max(dice), float(np.mean(dice[-3:]))
-        name = str(history.parent.relative_to(Path(out, "runs")))
+        name = str(run.relative_to(Path(out, "runs")))
         rows.append({"run": name, "best": best, "last3": tail, "final": dice[-1], "plateau": best - tail <= PLATEAU})
     return rows
 
@@ -239,9 +241,8 @@ def end_to_end(out: Path, data: Path, size: int, grid_wall: float) -> dict:
     (a cascade's copied stage 1 once) counted with its run's training slices."""
     arrays = build_slices(data, "TRAINING", size, progress=False)
     slices = 0
-    for history in Path(out, "runs").rglob("history.csv"):
-        if history.parent.name != "stage1":
-            slices += len(read_history(history.parent)) * len(slices_of(arrays, read_split(history.parent)["train"]))
+    for run in trained_runs(out):
+        slices += len(read_history(run)) * len(slices_of(arrays, read_split(run)["train"]))
     return {
         "training_slices": slices,
         "grid_wall_s": grid_wall,

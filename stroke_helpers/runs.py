@@ -172,6 +172,11 @@ def read_json(path: str | Path, what: str) -> dict:
         raise RunError(f"{path}: not valid JSON ({exc})") from None
 
 
+def metrics_path(run_dir: str | Path, split: str = "val") -> Path:
+    """Where a run's evaluation lives: ``metrics.json`` (validation) or ``metrics_{split}.json``."""
+    return Path(run_dir) / ("metrics.json" if split == "val" else f"metrics_{split}.json")
+
+
 def write_history(history: list[dict], path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:

@@ -33,6 +33,14 @@ def one_line_error(capsys, code, expected_code=2) -> str:
     return err
 
 
+def install_refused(capsys, archive: Path, out: Path) -> str:
+    """``data_download.py isles2018 --archive`` on a bad archive: its one error line; nothing installed."""
+    argv = ["isles2018", "--archive", str(archive), "--md5", dl.md5sum(archive), "--out", str(out)]
+    err = one_line_error(capsys, data_download.main(argv))
+    assert files_under(out) == []
+    return err
+
+
 def files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
@@ -116,13 +124,8 @@ def test_tar_special_members_refused(tmp_path, capsys, kind):
     member = tarfile.TarInfo("TRAINING/case_1/dev")
     member.type = kind
     archive = tar_with(tmp_path, member)
-    out = tmp_path / "isles"
-    err = one_line_error(
-        capsys,
-        data_download.main(["isles2018", "--archive", str(archive), "--md5", dl.md5sum(archive), "--out", str(out)]),
-    )
+    err = install_refused(capsys, archive, tmp_path / "isles")
     assert "'TRAINING/case_1/dev'" in err and "special file" in err
-    assert files_under(out) == []
 
 
 def test_decompression_bomb_refused(tmp_path, capsys):
@@ -132,13 +135,8 @@ def test_decompression_bomb_refused(tmp_path, capsys):
             block = bytes(1 << 20)
             for _ in range(300):  # 300 MB of zeros, ~0.3 MB packed
                 f.write(block)
-    out = tmp_path / "isles"
-    err = one_line_error(
-        capsys,
-        data_download.main(["isles2018", "--archive", str(archive), "--md5", dl.md5sum(archive), "--out", str(out)]),
-    )
+    err = install_refused(capsys, archive, tmp_path / "isles")
     assert "declares 315 MB" in err and "compression ratio" in err
-    assert files_under(out) == []
 
 
 def test_oversized_member_and_full_disk_refused(tmp_path, monkeypatch):
