@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from stroke_helpers.augment import PaperAugmentation
 from stroke_helpers.engine import bf16_supported, resolve_device
 from stroke_helpers.loss import multilevel_loss
 from stroke_helpers.model import PAPER_WIDTHS, CrossAttentionAutoencoder
@@ -151,6 +153,45 @@ def bench_inference(device, repeats=5) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
+def bench_augmentation(device, batch=8, repeats=20) -> dict:
+    """Milliseconds per batch of ``cpu``-preset slices: the trainer's batched augmentation
+    against the same list as MONAI per-slice dictionary transforms (the former implementation)."""
+    from monai import transforms as mt
+
+    size = PRESETS["cpu"].size
+    x, y = torch.randn(batch, 5, size, size, device=device), (torch.rand(batch, 1, size, size, device=device) > 0.97).float()
+    ours = PaperAugmentation(0.5)
+    keys, modes = ("image", "mask"), ("bilinear", "nearest")
+    monai = mt.Compose(
+        [
+            mt.RandShiftIntensityd("image", offsets=0.1, prob=0.5),
+            mt.RandScaleIntensityd("image", factors=0.2, prob=0.5),
+            mt.RandFlipd(keys, prob=0.5, spatial_axis=0),
+            mt.RandFlipd(keys, prob=0.5, spatial_axis=1),
+            mt.RandRotated(keys, range_x=math.pi / 12, prob=0.5, mode=modes),
+            mt.Rand2DElasticd(keys, spacing=(32, 32), magnitude_range=(1, 3), prob=0.25, mode=modes),
+            mt.RandGridDistortiond(keys, num_cells=5, distort_limit=(-0.05, 0.05), prob=0.25, mode=modes),
+        ]
+    )
+    xc, yc = x.cpu(), y.cpu()
+
+    def timed(fn):
+        fn()
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        sync(device)
+        return (time.perf_counter() - t0) / repeats * 1e3
+
+    return {
+        "batch": batch,
+        "size": size,
+        "ours_batched_ms": timed(lambda: ours(x, y)),
+        "monai_per_slice_ms": timed(lambda: [monai({"image": xc[i], "mask": yc[i]}) for i in range(batch)]),
+    }
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path)
@@ -187,6 +228,11 @@ def main(argv=None):
         )
     inference = bench_inference(device)
     print(f"inference, 22-slice 256x256 study, cpu preset: {inference:.3f} s")
+    augmentation = bench_augmentation(device)
+    print(
+        f"augmentation, batch of {augmentation['batch']} at {augmentation['size']} px: "
+        f"{augmentation['ours_batched_ms']:.1f} ms batched (ours), {augmentation['monai_per_slice_ms']:.1f} ms per slice (MONAI)"
+    )
 
     def speed(kind, size, mode):
         return next(
@@ -214,6 +260,7 @@ def main(argv=None):
         "training": rows,
         "speedup_vs_monai_same_mode": speedups,
         "inference_22_slices_s": inference,
+        "augmentation": augmentation,
         "end_to_end": end_to_end,
     }
     out = args.out or Path(__file__).parent / "results" / f"model_{device.type}.json"

@@ -8,7 +8,7 @@ One job per module, in the order data flows through them:
 - :mod:`stroke_helpers.phantom`    the digital perfusion phantom (the synthetic ISLES-layout dataset)
 - :mod:`stroke_helpers.baseline`   the classical rCBF < 30 % core scored against the expert mask
 - :mod:`stroke_helpers.datasets`   normalisation, brain mask, resizing both ways, cached 2D slices, splits
-- :mod:`stroke_helpers.augment`    the paper's augmentations (MONAI), applied jointly to image and mask
+- :mod:`stroke_helpers.augment`    the paper's augmentations, batched: one composed warp of image and mask per slice
 - :mod:`stroke_helpers.model`      the cross-attention autoencoder with multilevel refinement heads
 - :mod:`stroke_helpers.loss`       class-weight maps and the multilevel refinement loss
 - :mod:`stroke_helpers.metrics`    per-study Dice, precision, recall, HD95, AVD; threshold sweeps

@@ -1,14 +1,22 @@
-"""Data augmentation: the paper's list (§3), from MONAI, applied jointly to every channel.
+"""Data augmentation: the paper's list (§3), batched on tensors, one resampling per slice.
 
-Random brightness and contrast, flips, rotations, elastic deformation, grid distortion and
-optical distortion. MONAI is the field's standard and has all but the last, so optical
-(barrel / pincushion) distortion is one small MONAI-style transform here. Intensity changes
-touch the image only; spatial ones move the image (bilinear) and the mask (nearest, so it
-stays binary) with the same random field.
+Random brightness and contrast, flips, rotation, elastic deformation, grid distortion and
+optical distortion, each firing with probability ``prob`` (the paper gives no magnitudes; these
+are moderate, and the deformations fire at ``prob / 2``). Intensity changes touch the image
+only. The five spatial transforms are composed into **one** sampling grid per slice, and the
+image channels and the mask are resampled together by a single ``grid_sample`` over the whole
+batch (bilinear; the mask is thresholded at 0.5, so it stays binary and moves with the image).
 
-Each transform fires with probability ``prob``. :func:`paper_augmentation` returns a callable
-``(image (C, H, W), mask (1, H, W)) -> (image, mask)``, the hook of
-:class:`~stroke_helpers.datasets.SliceDataset`; reseed it with ``.set_random_state(seed)``.
+Why not a library pipeline: MONAI's per-slice dictionary transforms (the former
+implementation) took about 18 % of a ``cpu``-preset epoch, and Kornia's batched ones, which
+resample once per transform, were barely faster (12 ms per batch of 8). Measured on a 2-core
+AVX512-BF16 CPU by ``benchmarks/model_bench.py``: 3.9 ms per batch of 8 96-px slices here
+against 23 ms for the MONAI list; a ``cpu``-preset epoch went from 3.2 s to 2.3 s. Resampling
+once also avoids the blur of five successive bilinear interpolations.
+
+:class:`PaperAugmentation` is called by the training loop on each batch; it draws from its own
+``torch.Generator`` (reseed with :meth:`~PaperAugmentation.set_random_state`), so a seed gives
+the same batches on every device.
 """
 
 from __future__ import annotations
@@ -17,78 +25,81 @@ import math
 
 import torch
 import torch.nn.functional as F
-from monai import transforms as mt
-from monai.data import get_track_meta, set_track_meta
-
-KEYS = ("image", "mask")
-MODES = ("bilinear", "nearest")
 
 
-class RandOpticalDistortiond(mt.RandomizableTransform, mt.MapTransform):
-    """Radial lens distortion ``r' = r (1 + k r^2)`` with ``k`` uniform in ``[-limit, limit]``
-    (barrel for ``k < 0``, pincushion for ``k > 0``), ``r`` in units of the half-width."""
+class PaperAugmentation:
+    """``(images (B, C, H, W), masks (B, 1, H, W)) -> (images, masks)``, each slice warped by
+    its own random draw. Coordinates are normalised to ``[-1, 1]`` (``align_corners=True``)."""
 
-    def __init__(self, keys=KEYS, limit: float = 0.1, prob: float = 0.5, modes=MODES):
-        mt.RandomizableTransform.__init__(self, prob)
-        mt.MapTransform.__init__(self, keys)
-        self.limit, self.modes, self.k = limit, modes, 0.0
-
-    def randomize(self, data=None) -> None:
-        super().randomize(None)
-        self.k = float(self.R.uniform(-self.limit, self.limit))
-
-    def __call__(self, data):
-        self.randomize()
-        if not self._do_transform:
-            return data
-        d = dict(data)
-        h, w = d[self.keys[0]].shape[-2:]
-        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-        scale = 1 + self.k * (xs**2 + ys**2)
-        grid = torch.stack([xs * scale, ys * scale], dim=-1)[None]
-        for key, mode in zip(self.keys, self.modes):
-            x = torch.as_tensor(d[key], dtype=torch.float32)
-            d[key] = F.grid_sample(x[None], grid, mode=mode, padding_mode="zeros", align_corners=True)[0]
-        return d
-
-
-class Augmentation:
-    """``(image, mask) -> (image, mask)`` wrapper around a MONAI dictionary ``Compose``."""
-
-    def __init__(self, compose: mt.Compose):
-        self.compose = compose
+    def __init__(
+        self,
+        prob: float = 0.5,
+        seed: int = 0,
+        shift: float = 0.1,  # brightness: + U(-shift, shift)
+        scale: float = 0.2,  # contrast: x (1 + U(-scale, scale))
+        degrees: float = 15.0,  # rotation: U(-degrees, degrees)
+        elastic_px: float = 3.0,  # elastic: std of the displacement of a control point 32 px apart
+        grid_cells: int = 5,  # grid distortion: cells per axis, each resized by 1 + U(-0.05, 0.05)
+        grid_limit: float = 0.05,
+        optical: float = 0.1,  # optical distortion: r' = r (1 + k r^2), k ~ U(-optical, optical)
+    ):
+        self.prob, self.shift, self.scale, self.degrees = prob, shift, scale, degrees
+        self.elastic_px, self.grid_cells, self.grid_limit, self.optical = elastic_px, grid_cells, grid_limit, optical
+        self.generator = torch.Generator()
+        self.set_random_state(seed)
 
     def set_random_state(self, seed: int) -> None:
-        self.compose.set_random_state(seed=seed % 2**32)
+        self.generator.manual_seed(seed % 2**63)
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        tracking = get_track_meta()
-        set_track_meta(False)  # plain tensors: half the per-call cost, and nothing here reads metadata
-        try:
-            out = self.compose({"image": image, "mask": mask})
-        finally:
-            set_track_meta(tracking)
-        return out["image"], (out["mask"] > 0.5).float()
+    def _uniform(self, b: int, limit: float, prob: float, *shape: int) -> torch.Tensor:
+        """``U(-limit, limit)`` of shape ``(b, *shape)``, zero for slices where it does not fire."""
+        g = self.generator
+        fire = torch.rand(b, generator=g) < prob
+        value = (torch.rand(b, *shape, generator=g) * 2 - 1) * limit
+        return value * fire.view(b, *[1] * len(shape))
+
+    def _grid(self, b: int, h: int, w: int) -> torch.Tensor:
+        """The composed sampling grid ``(B, H, W, 2)``: for each output pixel, where to read."""
+        p = self.prob
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+        c = torch.stack([xs, ys], dim=-1).expand(b, h, w, 2)
+        # elastic: smooth displacement, control points every 32 px, upsampled bicubically
+        coarse = torch.randn(b, 2, h // 32 + 2, w // 32 + 2, generator=self.generator)
+        fire = (torch.rand(b, generator=self.generator) < p / 2).view(b, 1, 1, 1)
+        px = torch.tensor([2 / (w - 1), 2 / (h - 1)]).view(1, 2, 1, 1)
+        field = F.interpolate(coarse * fire * self.elastic_px * px, size=(h, w), mode="bicubic", align_corners=True)
+        c = c + field.permute(0, 2, 3, 1)
+        # grid distortion: a piecewise-linear, monotone map of each axis
+        for axis in (0, 1):
+            steps = 1 + self._uniform(b, self.grid_limit, p / 2, self.grid_cells)
+            knots = F.pad(torch.cumsum(steps, 1), (1, 0))
+            knots = knots / knots[:, -1:] * 2 - 1  # (B, cells + 1) from -1 to 1
+            t = ((c[..., axis] + 1) / 2 * self.grid_cells).clamp(0, self.grid_cells - 1e-6)
+            i = t.floor().long()
+            lo, hi = (knots.gather(1, (i + k).view(b, -1)).view_as(t) for k in (0, 1))
+            c[..., axis] = lo + (t - i) * (hi - lo)
+        # optical (barrel / pincushion) distortion
+        k = self._uniform(b, self.optical, p / 2).view(b, 1, 1, 1)
+        c = c * (1 + k * (c**2).sum(-1, keepdim=True))
+        # rotation, then flips
+        angle = self._uniform(b, math.radians(self.degrees), p)
+        cos, sin = torch.cos(angle).view(b, 1, 1), torch.sin(angle).view(b, 1, 1)
+        c = torch.stack([cos * c[..., 0] - sin * c[..., 1], sin * c[..., 0] + cos * c[..., 1]], dim=-1)
+        flips = torch.where(torch.rand(b, 2, generator=self.generator) < p, -1.0, 1.0)
+        return c * flips.view(b, 1, 1, 2)
+
+    def __call__(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, n, h, w = images.shape
+        if self.prob <= 0:
+            return images, masks
+        shift = self._uniform(b, self.shift, self.prob).view(b, 1, 1, 1)
+        scale = 1 + self._uniform(b, self.scale, self.prob).view(b, 1, 1, 1)
+        images = (images + shift.to(images)) * scale.to(images)
+        grid = self._grid(b, h, w).to(images)
+        both = F.grid_sample(torch.cat([images, masks.to(images)], 1), grid, "bilinear", "zeros", align_corners=True)
+        return both[:, :n], (both[:, n:] > 0.5).to(masks.dtype)
 
 
-def paper_augmentation(prob: float = 0.5, seed: int = 0) -> Augmentation:
-    """The paper's augmentation list with moderate magnitudes (the paper gives none)."""
-    aug = Augmentation(
-        mt.Compose(
-            [
-                mt.RandShiftIntensityd("image", offsets=0.1, prob=prob),  # brightness
-                mt.RandScaleIntensityd("image", factors=0.2, prob=prob),  # contrast
-                mt.RandFlipd(KEYS, prob=prob, spatial_axis=0),
-                mt.RandFlipd(KEYS, prob=prob, spatial_axis=1),
-                mt.RandRotated(KEYS, range_x=math.pi / 12, prob=prob, mode=MODES, padding_mode="zeros"),
-                mt.Rand2DElasticd(
-                    KEYS, spacing=(32, 32), magnitude_range=(1, 3), prob=prob / 2, mode=MODES, padding_mode="zeros"
-                ),
-                mt.RandGridDistortiond(KEYS, num_cells=5, distort_limit=(-0.05, 0.05), prob=prob / 2, mode=MODES),
-                RandOpticalDistortiond(KEYS, limit=0.1, prob=prob / 2),
-                mt.EnsureTyped(KEYS, data_type="tensor", dtype=torch.float32, track_meta=False),
-            ]
-        )
-    )
-    aug.set_random_state(seed)
-    return aug
+def paper_augmentation(prob: float = 0.5, seed: int = 0) -> PaperAugmentation:
+    """The paper's augmentation list at this repository's magnitudes (:class:`PaperAugmentation`)."""
+    return PaperAugmentation(prob, seed)

@@ -13,6 +13,14 @@ Hold this beside §2 of the paper (and ``SPEC.md`` §1, which turns it into deci
   and convolves second; both orders are the same linear map (a 1x1 conv mixes channels, the
   interpolation mixes pixels), and conv-first interpolates one channel instead of up to 1024.
   The heads feed the loss only; inference uses the level-1 (full-resolution) head.
+- **Head bias at the lesion prior** (an initialisation the paper does not specify): every
+  head's bias starts at ``logit(prior)`` (``prior = 0.01``, about the lesion share of a slice),
+  so the network starts by predicting background and must learn *positive* evidence for a
+  lesion (Lin et al. 2017, focal loss §3.3). With PyTorch's default (bias about 0), a narrow
+  level-1 block (8 channels in the ``cpu`` preset) can settle with every head weight negative:
+  the logit is then at most the bias, which the background pixels pull below 0, and no pixel
+  ever reaches 0.5. Measured: the ``cpu``-preset base All model, seed 1, collapsed to Dice 0.00
+  from epoch 3 with the default bias and reached 0.63 with this one (synthetic v2 validation).
 
 Levels are numbered as in the paper: **level 1 is full resolution**, level 6 the bottleneck.
 Outputs are logits (the sigmoid lives in the loss and at thresholding, which is numerically
@@ -21,6 +29,7 @@ stable); ``torch.sigmoid`` gives probabilities.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -28,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 PAPER_WIDTHS = (32, 64, 128, 256, 512, 1024)
+LESION_PRIOR = 0.01  # the heads' initial sigmoid output
 
 
 class ConvBlock(nn.Sequential):
@@ -121,6 +131,8 @@ class CrossAttentionAutoencoder(nn.Module):
         )
         # heads[i] reads level i + 1; without MR only the level-1 head exists
         self.heads = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in (w if multilevel else w[:1]))
+        for head in self.heads:
+            nn.init.constant_(head.bias, math.log(LESION_PRIOR / (1 - LESION_PRIOR)))
 
     @property
     def depth(self) -> int:

@@ -79,7 +79,7 @@ def _datasets(config: TrainConfig, rank: int, world: int):
     train_names, val_names = split_names(config, arrays)
     p = config.settings.augment
     augment = paper_augmentation(p, seed=config.seed) if p > 0 else None
-    train_set = SliceDataset(arrays, config.channels, study_indices(arrays, train_names), augment, extra)
+    train_set = SliceDataset(arrays, config.channels, study_indices(arrays, train_names), None, extra)
     val_set = SliceDataset(arrays, config.channels, study_indices(arrays, val_names), None, extra)
     return train_set, val_set, train_names, val_names, augment
 
@@ -93,7 +93,7 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _train_epoch(net, loader, optimiser, config: TrainConfig, epoch: int, device, dtype, show: bool) -> list[float]:
+def _train_epoch(net, loader, augment, optimiser, config: TrainConfig, epoch: int, device, dtype, show: bool) -> list[float]:
     net.train()
     losses = []
     total, warmup = config.n_epochs * len(loader), round(config.settings.warmup_epochs * len(loader))
@@ -102,8 +102,10 @@ def _train_epoch(net, loader, optimiser, config: TrainConfig, epoch: int, device
     for i, batch in enumerate(bar):
         for group in optimiser.param_groups:
             group["lr"] = config.settings.lr * lr_factor(epoch * len(loader) + i, total, warmup)
-        x = batch["image"].to(device).contiguous(memory_format=torch.channels_last)
-        y = batch["mask"].to(device)
+        x, y = batch["image"].to(device), batch["mask"].to(device)
+        if augment is not None:
+            x, y = augment(x, y)
+        x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, dtype):
             o = net(x, levels=config.multilevel)
             loss = multilevel_loss(o.levels if config.multilevel else [o.logits], y)
@@ -158,7 +160,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         sampler.set_epoch(epoch)
         if augment is not None:
             augment.set_random_state(config.seed * 100_003 + epoch * 101 + rank)
-        losses = _train_epoch(net, loader, optimiser, config, epoch, device, dtype, show=config.progress and main)
+        losses = _train_epoch(net, loader, augment, optimiser, config, epoch, device, dtype, show=config.progress and main)
         if world > 1:
             for b in model.buffers():
                 dist.broadcast(b, 0)

@@ -115,3 +115,19 @@ def test_conv_block_shapes_and_gradients():
     assert y.shape == (2, 6, 8, 8) and y.min() >= 0
     y.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("multilevel", [True, False])
+def test_heads_start_at_the_lesion_prior(multilevel):
+    """Every head's bias is logit(0.01): a fresh model predicts background (p ~ 0.01) and has to
+    learn positive evidence for a lesion (the cure for the all-negative-head collapse)."""
+    from stroke_helpers.model import LESION_PRIOR
+
+    torch.manual_seed(0)
+    model = CrossAttentionAutoencoder(2, SMALL, multilevel=multilevel)
+    assert len(model.heads) == (6 if multilevel else 1)
+    for head in model.heads:
+        assert torch.sigmoid(head.bias).item() == pytest.approx(LESION_PRIOR, rel=1e-5)
+    with torch.no_grad():
+        p = torch.sigmoid(model.heads[0](torch.zeros(1, SMALL[0], 4, 4)))
+    assert torch.allclose(p, torch.full_like(p, LESION_PRIOR))
