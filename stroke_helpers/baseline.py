@@ -3,7 +3,7 @@
     python -m stroke_helpers baseline DATA_DIR [--split TRAINING] [--out FILE.json]
 
 Works on real ISLES 2018 and on the phantom alike (it reads the maps through the loader). On real
-ISLES 2018 this baseline scores Dice 0.29 over the 94 training cases (SPEC §2); learned models
+ISLES 2018 this baseline scores Dice 0.29 over the 94 training cases (docs/decisions.md §5); learned models
 must beat it clearly.
 """
 

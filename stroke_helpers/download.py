@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from .isles import SPLITS, verify_dataset
 
 ENV_VAR = "STROKE_DATA_DIR"
-#: md5 of the official archives (SPEC §2), by file name.
+#: md5 of the official archives (docs/decisions.md §5), by file name.
 KNOWN_MD5 = {
     "ISLES2018_Training.zip": "b6d16c456e173743e30a3fbdb3bd29a5",
     "ISLES2018_Testing.zip": "932a493c105024942700fe589cd441a9",

@@ -1,7 +1,15 @@
 """Figure-making functions the notebooks show (pure: arrays in, a matplotlib Figure out).
 
 Display convention: arrays are ``(X, Y, Z)`` as on disk; :func:`axial` returns the slice
-transposed so that ``imshow(..., origin="lower")`` shows the face at the top.
+transposed so that ``imshow(..., origin="lower")`` shows the face at the top. The first axis
+runs to the patient's right (RAS, what the identity affine of the ISLES headers says; the
+phantom is built that way), so images are shown in the neurological convention and every image
+panel carries L and R markers (:func:`orientation`).
+
+One style for the package (:data:`STYLE`, applied on import so that notebooks, widgets and
+saved files agree): 100 dpi on screen, 300 dpi saved, constrained layout (:func:`subplots`),
+so suptitles, titles and colorbars never overlap; every image panel has a colorbar in its
+units.
 """
 
 from __future__ import annotations
@@ -13,12 +21,60 @@ from .datasets import brain_mask, inside_skull
 from .isles import Study
 from .metrics import dice
 
-#: Display windows of SPEC §2.
+#: The package's figure style.
+STYLE = {
+    "figure.dpi": 100,
+    "savefig.dpi": 300,
+    "savefig.bbox": "tight",
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "figure.titlesize": 10,
+    "legend.fontsize": 8,
+}
+plt.rcParams.update(STYLE)
+
+
+def subplots(*args, **kwargs):
+    """``plt.subplots`` with constrained layout."""
+    return plt.subplots(*args, layout="constrained", **kwargs)
+
+
+def orientation(ax, color: str = "white") -> None:
+    """L and R at the left and right edges of an axial image panel (neurological convention)."""
+    kw = {"transform": ax.transAxes, "color": color, "fontsize": 8, "fontweight": "bold", "va": "center"}
+    ax.text(0.02, 0.5, "L", ha="left", **kw)
+    ax.text(0.98, 0.5, "R", ha="right", **kw)
+
+
+def colorbar(fig, im, ax, label: str = ""):
+    """A slim colorbar beside ``ax`` (or a list of axes), labelled with its units."""
+    cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    cb.ax.tick_params(labelsize=7)
+    cb.set_label(label, fontsize=8)
+    return cb
+
+
+def image_panel(fig, ax, image, cmap: str, window, label: str = "", title: str = "", bar: bool = True):
+    """An axial image (already transposed) in its window, with L/R markers and a colorbar."""
+    im = ax.imshow(image, cmap=cmap, vmin=window[0], vmax=window[1], origin="lower")
+    if bar:
+        colorbar(fig, im, ax, label)
+    orientation(ax)
+    ax.set_title(title)
+    ax.axis("off")
+    return im
+
+
+#: Units of each map, for window sliders and colorbars (the phantom writes CBF and CBV in these
+#: units; RAPID's real maps are only proportional to them).
+UNITS = {"CT": "HU", "CBF": "mL/100 g/min", "CBV": "mL/100 g", "MTT": "s", "Tmax": "s", "4DPWI": "HU"}
+
+#: Display windows of docs/decisions.md §5.
 WINDOWS = {"CT": (0, 100), "CBF": (0, 1000), "CBV": (0, 100), "MTT": (0, 20), "Tmax": (0, 20)}
 
 
 def display_window(modality: str, volume: np.ndarray) -> tuple[float, float]:
-    """The display window of SPEC §2; CBF and CBV are uncalibrated, so their upper end is the
+    """The display window of docs/decisions.md §5; CBF and CBV are uncalibrated, so their upper end is the
     volume's own 99th percentile of positive voxels."""
     lo, hi = WINDOWS[modality]
     if modality in ("CBF", "CBV"):
@@ -55,14 +111,12 @@ def ct_realism_figure(
     """Phantom CT next to the real ISLES CT (brain window) and their brain-intensity histograms."""
     z_phantom = phantom_ct.shape[2] // 2 if z_phantom is None else z_phantom
     z_real = real_ct.shape[2] // 2 if z_real is None else z_real
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4), gridspec_kw={"width_ratios": [1, 1, 1.2]})
+    fig, axes = subplots(1, 3, figsize=(12, 4), gridspec_kw={"width_ratios": [1, 1, 1.2]})
     for ax, vol, z, title in (
         (axes[0], phantom_ct, z_phantom, "phantom CT"),
         (axes[1], real_ct, z_real, "real ISLES CT (case 1)"),
     ):
-        ax.imshow(axial(vol, z), cmap="gray", vmin=0, vmax=100, origin="lower")
-        ax.set_title(f"{title}, slice {z}")
-        ax.axis("off")
+        image_panel(fig, ax, axial(vol, z), "gray", (0, 100), "HU", f"{title}, slice {z}")
     for vol, label in ((phantom_ct, "phantom"), (real_ct, "real")):
         n = ct_realism(vol)
         head = (vol != n["background_hu"]) & (vol >= -30) & (vol <= 110)
@@ -77,29 +131,24 @@ def ct_realism_figure(
     axes[2].set_xlabel("HU")
     axes[2].set_title("head voxels, −30…110 HU")
     axes[2].legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 
 def study_figure(volumes: dict[str, np.ndarray], z: int, mask: np.ndarray | None = None, title: str = ""):
     """One slice of every modality in its display window, the lesion outline in red."""
     names = [m for m in ("CT", "CBF", "CBV", "MTT", "Tmax") if m in volumes]
-    fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 3.2))
+    fig, axes = subplots(1, len(names), figsize=(3.2 * len(names), 3.2))
     for ax, m in zip(np.atleast_1d(axes), names):
-        lo, hi = display_window(m, volumes[m])
-        ax.imshow(axial(volumes[m], z), cmap="gray" if m == "CT" else "magma", vmin=lo, vmax=hi, origin="lower")
+        image_panel(fig, ax, axial(volumes[m], z), cmap_of(m), display_window(m, volumes[m]), UNITS[m], m)
         if mask is not None and mask[:, :, z].any():
             ax.contour(axial(mask, z), levels=[0.5], colors="red", linewidths=0.8)
-        ax.set_title(m)
-        ax.axis("off")
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
 def modality_histograms(studies, modalities=("CT", "CBF", "CBV", "MTT", "Tmax"), bins: int = 60):
     """Intensity histograms of brain voxels per modality (lesion vs the rest), raw units."""
-    fig, axes = plt.subplots(1, len(modalities), figsize=(3.2 * len(modalities), 2.8))
+    fig, axes = subplots(1, len(modalities), figsize=(3.2 * len(modalities), 2.8))
     for ax, m in zip(np.atleast_1d(axes), modalities):
         inside, lesion = [], []
         for s in studies:
@@ -114,13 +163,12 @@ def modality_histograms(studies, modalities=("CT", "CBF", "CBV", "MTT", "Tmax"),
         ax.set_title(m)
         ax.set_yticks([])
     np.atleast_1d(axes)[0].legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 
 def lesion_volume_histogram(volumes_ml, reference_median: float | None = 15.2):
     """Distribution of lesion volumes (mL), with ISLES 2018's median marked."""
-    fig, ax = plt.subplots(figsize=(5, 3))
+    fig, ax = subplots(figsize=(5, 3))
     ax.hist(volumes_ml, bins=20, color="gray")
     ax.axvline(np.median(volumes_ml), color="k", label=f"median {np.median(volumes_ml):.1f} mL")
     if reference_median is not None:
@@ -128,13 +176,12 @@ def lesion_volume_histogram(volumes_ml, reference_median: float | None = 15.2):
     ax.set_xlabel("lesion volume (mL)")
     ax.set_ylabel("studies")
     ax.legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 
 def time_curves(times: np.ndarray, curves: dict[str, np.ndarray]):
     """Time-attenuation curves (HU above baseline) of the arterial input and tissue voxels."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, axes = subplots(1, 2, figsize=(10, 3.4))
     for name, c in curves.items():
         ax = axes[0] if name.lower().startswith("arter") else axes[1]
         ax.plot(times, c - c[:2].mean(), label=name)
@@ -144,28 +191,25 @@ def time_curves(times: np.ndarray, curves: dict[str, np.ndarray]):
         ax.set_xlabel("time (s)")
         ax.set_ylabel("enhancement (HU)")
         ax.legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 
-def maps_side_by_side(provided: dict[str, np.ndarray], recomputed: dict[str, np.ndarray], z: int):
-    """Provided maps (top) and maps recomputed from the 4D series (bottom), same windows."""
-    names = [m for m in ("CBF", "CBV", "MTT", "Tmax") if m in provided and m in recomputed]
-    fig, axes = plt.subplots(2, len(names), figsize=(3 * len(names), 6))
+def maps_side_by_side(rows: dict[str, dict[str, np.ndarray]], z: int, windows: dict | None = None):
+    """One row per set of maps (e.g. the phantom's true maps, then the deconvolved ones), the
+    same window in every column (the first row's, unless ``windows`` gives one), in its units."""
+    labels = list(rows)
+    names = [m for m in ("CBF", "CBV", "MTT", "Tmax") if all(m in rows[k] for k in labels)]
+    fig, axes = subplots(len(labels), len(names), figsize=(3.2 * len(names), 3.0 * len(labels)), squeeze=False)
     for j, m in enumerate(names):
-        for i, (label, vols) in enumerate((("provided", provided), ("recomputed", recomputed))):
-            v = vols[m]
-            hi = display_window(m, v)[1]
-            axes[i, j].imshow(axial(v, z), cmap="magma", vmin=0, vmax=hi, origin="lower")
-            axes[i, j].set_title(f"{m} {label}")
-            axes[i, j].axis("off")
-    fig.tight_layout()
+        window = (windows or {}).get(m) or display_window(m, rows[labels[0]][m])
+        for i, label in enumerate(labels):
+            image_panel(fig, axes[i, j], axial(rows[label][m], z), "magma", window, UNITS[m], f"{m}, {label}")
     return fig
 
 
 def learning_curves(histories: dict[str, list[dict]]):
     """Training loss and validation Dice per epoch for several runs."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, axes = subplots(1, 2, figsize=(10, 3.4))
     for name, h in histories.items():
         epochs = [r["epoch"] for r in h]
         axes[0].plot(epochs, [r["train_loss"] for r in h], marker=".", label=name)
@@ -176,107 +220,95 @@ def learning_curves(histories: dict[str, list[dict]]):
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 
-def _outline(ax, image, truth, pred=None, title=""):
-    ax.imshow(image.T, cmap="gray", origin="lower", vmin=0, vmax=1)
+def _outline(ax, image, truth, pred=None, title="", cmap="gray", window=(0, 1)):
+    im = ax.imshow(image.T, cmap=cmap, origin="lower", vmin=window[0], vmax=window[1])
+    orientation(ax)
     if truth.any():
         ax.contour(truth.T, levels=[0.5], colors="red", linewidths=1)
     if pred is not None and pred.any():
         ax.contour(pred.T, levels=[0.5], colors="#3399ff", linewidths=1)
     ax.set_title(title, fontsize=9)
     ax.axis("off")
+    return im
 
 
 def level_outputs(image: np.ndarray, truth: np.ndarray, levels: np.ndarray, weights=None):
     """The six deep-supervision outputs (probabilities), bottleneck (level 6) to level 1."""
-    fig, axes = plt.subplots(1, len(levels) + 1, figsize=(2.4 * (len(levels) + 1), 2.7))
-    _outline(axes[0], image, truth, title="input + expert (red)")
+    fig, axes = subplots(1, len(levels) + 1, figsize=(2.6 * (len(levels) + 1), 2.8))
+    colorbar(fig, _outline(axes[0], image, truth, title="input + expert (red)"), axes[0], "Tmax / 20 s")
     for k, (ax, p) in enumerate(zip(axes[1:], levels)):
-        ax.imshow(p.T, cmap="viridis", vmin=0, vmax=1, origin="lower")
+        im = ax.imshow(p.T, cmap="viridis", vmin=0, vmax=1, origin="lower")
+        orientation(ax)
         level = len(levels) - k
         ax.set_title(f"level {level}" + (f" (W={weights[k]})" if weights is not None else ""), fontsize=9)
         ax.axis("off")
-    fig.tight_layout()
+    colorbar(fig, im, list(axes[1:]), "probability")
     return fig
 
 
-def segmentation_grid(grid: list[list[dict | None]], row_labels=(), col_labels=()):
+def segmentation_grid(grid: list[list[dict | None]], row_labels=(), col_labels=(), image_label="normalised Tmax"):
     """Panels like the paper's Figures 2-4: expert contour red, prediction blue, Dice in each.
 
     ``grid[r][c]``: ``image (S, S)``, ``truth``, ``pred`` (binary) and optionally ``dice``
-    (computed on the slice when absent); ``None`` leaves a panel empty.
+    (computed on the slice when absent), ``caption`` (instead of the Dice: e.g. a map that is not
+    a prediction), ``cmap`` and ``window``; ``None`` leaves a panel empty. Each row gets one
+    colorbar (``image_label``, or the row's ``label`` key).
     """
     rows, cols = len(grid), max(len(r) for r in grid)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.5 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(2.6 * cols + 0.6, 2.6 * rows), squeeze=False)
     for r, row in enumerate(grid):
+        im = None
         for c in range(cols):
             ax, p = axes[r, c], row[c] if c < len(row) else None
             if p is None:
                 ax.axis("off")
                 continue
-            d = p.get("dice", dice(p["pred"], p["truth"]))
-            _outline(ax, p["image"], p["truth"], p["pred"], f"Dice {d:.2f}")
+            caption = p.get("caption") or f"Dice {p.get('dice', dice(p['pred'], p['truth'])):.2f}"
+            im = _outline(ax, p["image"], p["truth"], p["pred"], caption, p.get("cmap", "gray"), p.get("window", (0, 1)))
             if r == 0 and c < len(col_labels):
-                ax.set_title(f"{col_labels[c]}\nDice {d:.2f}", fontsize=9)
+                ax.set_title(f"{col_labels[c]}\n{caption}", fontsize=9)
             if c == 0 and r < len(row_labels):
                 ax.text(
                     -0.08, 0.5, row_labels[r], transform=ax.transAxes, rotation=90, va="center", ha="right", fontsize=9
                 )
-    fig.tight_layout()
+        if im is not None:
+            label = next((p.get("label") for p in row if p and p.get("label")), image_label)
+            colorbar(fig, im, list(axes[r]), label)
     return fig
 
 
 def synthetic_map_figure(channels: dict[str, np.ndarray], ms: np.ndarray, truth: np.ndarray):
     """The synthetic map ``Ms`` beside CT and the perfusion maps (the paper's Figure 4)."""
     names = list(channels)
-    fig, axes = plt.subplots(1, len(names) + 1, figsize=(2.6 * (len(names) + 1), 2.9))
+    fig, axes = subplots(1, len(names) + 1, figsize=(2.6 * (len(names) + 1), 2.9))
     for ax, name in zip(axes, names):
-        ax.imshow(channels[name].T, cmap="gray" if name == "CT" else "magma", origin="lower")
-        ax.set_title(name)
-    axes[-1].imshow(ms.T, cmap="inferno", origin="lower", vmin=0, vmax=1.5)
-    axes[-1].set_title("synthetic map Ms")
+        image_panel(fig, ax, channels[name].T, cmap_of(name), (0, 1.5 if name != "CT" else 1), "normalised", name)
+    image_panel(fig, axes[-1], ms.T, "inferno", (0, 1.5), "Ms (a.u.)", "synthetic map Ms")
     for ax in axes:
         if truth.any():
             ax.contour(truth.T, levels=[0.5], colors="red", linewidths=0.7)
-        ax.axis("off")
-    fig.tight_layout()
     return fig
 
 
 def class_weight_figure(image: np.ndarray, truth: np.ndarray, weights: np.ndarray):
     """A slice, its mask and its class-weight map ``C``."""
-    fig, axes = plt.subplots(1, 3, figsize=(8, 2.9))
-    axes[0].imshow(image.T, cmap="gray", origin="lower")
-    axes[0].set_title("input")
-    axes[1].imshow(truth.T, cmap="gray", origin="lower")
-    axes[1].set_title("expert mask Y")
-    im = axes[2].imshow(weights.T, cmap="coolwarm", vmin=0, vmax=1, origin="lower")
-    axes[2].set_title("class weights C")
-    fig.colorbar(im, ax=axes[2], fraction=0.046)
-    for ax in axes:
-        ax.axis("off")
-    fig.tight_layout()
+    fig, axes = subplots(1, 3, figsize=(10, 3.0))
+    image_panel(fig, axes[0], image.T, "gray", (0, 1.5), "Tmax / 20 s", "input")
+    image_panel(fig, axes[1], truth.T, "gray", (0, 1), "lesion (1) or not (0)", "expert mask Y")
+    image_panel(fig, axes[2], weights.T, "coolwarm", (0, 1), "weight", "class weights C")
     return fig
 
 
 def draw_slice(study: Study, modality: str, z: int, window: tuple[float, float], overlay: bool = True):
     """One modality of one slice in a display window, the lesion outlined in red."""
-    fig, ax = plt.subplots(figsize=(4.2, 4.2))
-    ax.imshow(
-        axial(study.images[modality], z),
-        cmap="gray" if modality == "CT" else "magma",
-        vmin=window[0],
-        vmax=window[1],
-        origin="lower",
-    )
+    fig, ax = subplots(figsize=(4.2, 4.2))
+    image_panel(fig, ax, axial(study.images[modality], z), cmap_of(modality), window, UNITS[modality])
     if overlay and study.mask is not None and study.mask[:, :, z].any():
         ax.contour(axial(study.mask, z), levels=[0.5], colors="red", linewidths=1)
     ax.set_title(f"{study.name}  {modality}  z={z}")
-    ax.axis("off")
-    fig.tight_layout()
     return fig
 
 
@@ -285,20 +317,19 @@ def draw_attention(image: np.ndarray, mask: np.ndarray, attention: dict[int, np.
 
     ``image``, ``mask``: ``(S, S)``; ``attention``: ``{level: (h, w)}`` maps in [0, 1].
     """
-    fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
-    axes[0].imshow(image.T, cmap="gray", origin="lower")
-    axes[0].set_title(title or "input")
+    fig, axes = subplots(1, 2, figsize=(7, 3.6))
+    image_panel(fig, axes[0], image.T, "gray", (float(image.min()), float(image.max()) or 1.0), "normalised", title or "input")
     a = attention[level]
     im = axes[1].imshow(
         a.T, cmap="viridis", vmin=0, vmax=1, origin="lower", extent=(0, image.shape[0], 0, image.shape[1])
     )
     axes[1].set_title(f"attention, level {level} ({a.shape[0]}x{a.shape[1]})")
+    orientation(axes[1])
     for ax in axes:
         if mask.any():
             ax.contour(mask.T, levels=[0.5], colors="red", linewidths=0.8)
         ax.axis("off")
-    fig.colorbar(im, ax=axes[1], fraction=0.046)
-    fig.tight_layout()
+    colorbar(fig, im, axes[1], "attention (0-1)")
     return fig
 
 
@@ -309,26 +340,26 @@ def attention_levels(images: np.ndarray, masks: np.ndarray, maps: dict[str, dict
     ``maps``: ``{model name: {level: (N, h, w)}}``."""
     names = list(maps)
     levels = sorted(maps[names[0]])
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         len(names), len(levels) + 1, figsize=(2.5 * (len(levels) + 1), 2.7 * len(names)), squeeze=False
     )
     for r, name in enumerate(names):
-        axes[r, 0].imshow(images[i].T, cmap="magma", origin="lower")
+        image_panel(fig, axes[r, 0], images[i].T, "magma", (0, 1.5), "Tmax / 20 s", f"input ({name})")
         if masks[i].any():
             axes[r, 0].contour(masks[i].T, levels=[0.5], colors="red", linewidths=0.8)
-        axes[r, 0].set_title(f"input ({name})", fontsize=9)
         for c, lvl in enumerate(levels, start=1):
-            axes[r, c].imshow(maps[name][lvl][i].T, cmap="viridis", vmin=0, vmax=1, origin="lower")
+            im = axes[r, c].imshow(maps[name][lvl][i].T, cmap="viridis", vmin=0, vmax=1, origin="lower")
             axes[r, c].set_title(f"level {lvl}", fontsize=9)
+            orientation(axes[r, c])
+        colorbar(fig, im, list(axes[r, 1:]), "attention")
     for ax in axes.ravel():
         ax.axis("off")
-    fig.tight_layout()
     return fig
 
 
 def draw_threshold_curve(thresholds: np.ndarray, dice_curve: np.ndarray, precision_curve: np.ndarray, current: float):
     """Dice and precision against the threshold, the current threshold marked."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig, ax = subplots(figsize=(5.5, 3.5))
     ax.plot(thresholds, dice_curve, label="Dice")
     ax.plot(thresholds, precision_curve, label="precision")
     i = int(np.argmin(np.abs(thresholds - current)))
@@ -337,7 +368,6 @@ def draw_threshold_curve(thresholds: np.ndarray, dice_curve: np.ndarray, precisi
     ax.set_xlabel("threshold")
     ax.set_ylim(0, 1)
     ax.legend()
-    fig.tight_layout()
     return fig
 
 
@@ -345,7 +375,7 @@ def forest_plot(comparisons: list[dict], title: str = ""):
     """Paired comparisons as a forest plot: each claim's mean per-study Dice difference and its
     95 % interval; the line at 0 is "no difference" (resolved claims drawn solid)."""
     n = len(comparisons)
-    fig, ax = plt.subplots(figsize=(7.5, 0.45 * n + 1.2), constrained_layout=True)
+    fig, ax = subplots(figsize=(7.5, 0.45 * n + 1.2))
     for i, c in enumerate(comparisons):
         y = n - 1 - i
         style = {"color": "C0" if c["resolved"] else "gray", "lw": 2}
@@ -360,8 +390,6 @@ def forest_plot(comparisons: list[dict], title: str = ""):
 
 # --- live views: a figure drawn once, then updated in place (widgets and the explorer app) --------
 
-#: Units of each map, for window sliders and colorbars.
-UNITS = {"CT": "HU", "CBF": "mL/100 g/min", "CBV": "mL/100 g", "MTT": "s", "Tmax": "s", "4DPWI": "HU"}
 #: Colours of outlines: the expert mask and a prediction or threshold region.
 EXPERT, PREDICTED = "red", "#3399ff"
 
@@ -405,16 +433,14 @@ def draw_maps(
     names = list(slices)
     if not names:
         raise ValueError("draw_maps needs at least one map")
-    fig, axes = plt.subplots(1, len(names), figsize=(2.9 * len(names), 3.0), squeeze=False)
+    fig, axes = subplots(1, len(names), figsize=(2.9 * len(names), 3.0), squeeze=False)
     for ax, m in zip(axes[0], names):
         im = ax.imshow(slices[m], cmap=cmap_of(m), vmin=windows[m][0], vmax=windows[m][1], origin="lower")
-        cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
-        cb.ax.tick_params(labelsize=7)
-        cb.set_label(UNITS.get(m, ""), fontsize=7)
+        colorbar(fig, im, ax, UNITS.get(m, ""))
+        orientation(ax)
         ax.set_title(m, fontsize=9)
         ax.axis("off")
     update_maps(fig, slices, windows, outline, title)
-    fig.tight_layout()
     return fig
 
 
@@ -439,8 +465,9 @@ def draw_series(
 ):
     """One frame of the 4D series (axial) with the chosen voxel marked, and time-attenuation
     curves (HU above the first two frames) with the frame's time marked. :func:`update_series`."""
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [1, 1.4]})
-    a0.imshow(frame, cmap="gray", vmin=window[0], vmax=window[1], origin="lower")
+    fig, (a0, a1) = subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [1, 1.4]})
+    colorbar(fig, a0.imshow(frame, cmap="gray", vmin=window[0], vmax=window[1], origin="lower"), a0, "HU")
+    orientation(a0)
     a0.plot([point[0]], [point[1]], "+", color="cyan", ms=12, mew=2)
     a0.axis("off")
     a1.axvline(times[t], color="gray", ls="--")
@@ -449,7 +476,6 @@ def draw_series(
     a1.set_xlabel("time (s)")
     a1.set_ylabel("enhancement (HU)")
     update_series(fig, frame, window, point, times, curves, t, title)
-    fig.tight_layout()
     return fig
 
 
@@ -478,11 +504,12 @@ def draw_overlays(panels: list[dict], curves: dict | None = None, title: str = "
     ``curves = {"x": thresholds, "Dice": ..., "precision": ..., "current": t}`` with the current
     threshold marked. :func:`update_overlays` redraws it in place."""
     n = len(panels) + (1 if curves else 0)
-    fig, axes = plt.subplots(1, n, figsize=(4.0 * n + 0.6, 3.7), squeeze=False)
+    fig, axes = subplots(1, n, figsize=(4.0 * n + 0.6, 3.7), squeeze=False)
     for ax, p in zip(axes[0], panels):
         window = p.get("window", (0, 1))
         im = ax.imshow(p["image"].T, cmap=p.get("cmap", "gray"), vmin=window[0], vmax=window[1], origin="lower")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=7)
+        colorbar(fig, im, ax, p.get("label", ""))
+        orientation(ax)
         ax.axis("off")
     if curves:
         c = axes[0, -1]
@@ -495,7 +522,6 @@ def draw_overlays(panels: list[dict], curves: dict | None = None, title: str = "
         c.legend(fontsize=7)
         c.set_title("mean over the studies", fontsize=9)
     update_overlays(fig, panels, curves, title)
-    fig.tight_layout()
     return fig
 
 
@@ -522,16 +548,15 @@ def draw_levels(
 ):
     """An input slice with the lesion outline, then maps of any size over the same field of view
     (attention, similarities, the synthetic map ``Ms``), each with a colorbar. :func:`update_levels`."""
-    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(3.2 * (len(maps) + 1), 3.3), squeeze=False)
+    fig, axes = subplots(1, len(maps) + 1, figsize=(3.2 * (len(maps) + 1), 3.3), squeeze=False)
     extent = (0, image.shape[0], 0, image.shape[1])
     axes[0, 0].imshow(image.T, cmap="gray", origin="lower", extent=extent)
     for ax, name in zip(axes[0, 1:], maps):
-        im = ax.imshow(maps[name].T, cmap="viridis", origin="lower", extent=extent)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=7)
+        colorbar(fig, ax.imshow(maps[name].T, cmap="viridis", origin="lower", extent=extent), ax, "a.u.")
     for ax in axes[0]:
+        orientation(ax)
         ax.axis("off")
     update_levels(fig, image, mask, maps, windows, title)
-    fig.tight_layout()
     return fig
 
 

@@ -2,7 +2,7 @@
 
 Rows are the paper's three configurations: ``base`` (plain skips, full-resolution loss),
 ``MR`` (multilevel refinement) and ``MR+ATT`` (refinement and cross-attention). Table 1's
-columns are single modalities, Table 2's combinations (SPEC §1). Every run lives in
+columns are single modalities, Table 2's combinations (docs/decisions.md §1). Every run lives in
 ``OUT/runs/{row}_{modalities}``; a run that has finished and been evaluated is skipped, so a
 rerun only does what is missing, and an interrupted one resumes.
 """
@@ -24,7 +24,7 @@ ROWS = {"base": (False, False), "MR": (False, True), "MR+ATT": (True, True)}  # 
 TABLE1 = ("CT", "CBV", "CBF", "Tmax", "MTT")
 TABLE2 = ("Tmax,CBV", "Tmax,CBF", "CBV,CBF", "Tmax,CBV,CBF", "CT,CBV,CBF,MTT,Tmax")
 COLUMN_NAMES = {"CT": "NCCT", "CT,CBV,CBF,MTT,Tmax": "All"}
-CASCADES = {"cascade": 0, "cascade_oof": 2}  # folder -> folds (0: in-sample Ms)
+CASCADES = {"cascade": 0, "cascade_oof": 5}  # folder -> folds (0: in-sample Ms; 5: each fold model sees 80 % of the data)
 #: The stage-1 model of both cascades, and the model most chapters look at.
 ALL_RUN = "MR+ATT_All"
 

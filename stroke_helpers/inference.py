@@ -5,7 +5,7 @@ synthetic map, stage 2 segments). It takes preprocessed slices ``(N, 5, S, S)`` 
 :data:`~stroke_helpers.isles.MODALITIES`, as :func:`~stroke_helpers.datasets.preprocess_study`
 and :func:`~stroke_helpers.datasets.build_slices` give them) and picks its own channels.
 
-Evaluation follows SPEC §1: probabilities are resized back to the study's native in-plane size
+Evaluation follows docs/decisions.md §1: probabilities are resized back to the study's native in-plane size
 (bilinear) *before* thresholding at 0.5, then each study is scored in 3D at native resolution
 against its own ``OT`` file (:mod:`stroke_helpers.metrics`).
 """

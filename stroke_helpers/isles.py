@@ -1,6 +1,6 @@
 """ISLES 2018 on disk: discover cases, load a study, write volumes in a study's geometry.
 
-Layout (SPEC §2)::
+Layout (docs/decisions.md §5)::
 
     ROOT/TRAINING/case_1/SMIR.Brain.XX.O.CT.345562/SMIR.Brain.XX.O.CT.345562.nii
                          SMIR.Brain.XX.O.CT_CBF.345563/...
@@ -34,7 +34,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-#: Input channels in the fixed order of SPEC §1.
+#: Input channels in the fixed order of docs/decisions.md §1.
 MODALITIES = ("CT", "CBV", "CBF", "MTT", "Tmax")
 #: Every modality token a case folder may hold (4DPWI is the raw perfusion series, OT the mask).
 TOKENS = ("CT", "4DPWI", "CBF", "CBV", "MTT", "Tmax", "OT")

@@ -1,4 +1,4 @@
-"""Class-weight maps and the multilevel refinement loss (paper §2.2, SPEC §1).
+"""Class-weight maps and the multilevel refinement loss (paper §2.2, docs/decisions.md §1).
 
 ``loss = sum_l W_l * mean(C * BCE(Y_hat_l, Y))`` over the 6 deep-supervision outputs, with
 ``W = (.03, .045, .05, .125, .25, .5)`` from the bottleneck (level 6) to full resolution

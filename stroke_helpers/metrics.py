@@ -1,4 +1,4 @@
-"""Per-study segmentation metrics at the study's native resolution (SPEC §1, Evaluation).
+"""Per-study segmentation metrics at the study's native resolution (docs/decisions.md §1, Evaluation).
 
 All take boolean ``(X, Y, Z)`` volumes of one study; distances use the voxel spacing (mm) and
 volumes the voxel volume (mL). The ISLES challenge ranks on these five.

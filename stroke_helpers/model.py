@@ -1,6 +1,6 @@
 """The cross-attention autoencoder with multilevel refinement, in one file.
 
-Hold this beside §2 of the paper (and ``SPEC.md`` §1, which turns it into decisions):
+Hold this beside §2 of the paper (and ``docs/decisions.md`` §1, which turns it into decisions):
 
 - **Encoder**: 6 levels of :class:`ConvBlock` (two x (3x3 conv, BatchNorm, ReLU)), widths
   ``w1 .. w6`` (paper: 32 .. 1024), 2x2 max-pooling between levels: 224 px -> 7 px at level 6,
@@ -72,7 +72,7 @@ class AdditiveCrossAttention(nn.Module):
 
     ``W_e: C_e -> F_int``, ``W_d: C_d -> F_int`` and ``W_phi: F_int -> 1`` are 1x1 convolutions
     (with bias). ``X_e (B, C_e, H, W)`` and ``X_d (B, C_d, H, W)`` share their spatial size
-    (``X_d`` is the upsampled decoder feature map). ``F_int`` defaults to ``C_e`` (SPEC §1).
+    (``X_d`` is the upsampled decoder feature map). ``F_int`` defaults to ``C_e`` (docs/decisions.md §1).
     The positive similarities ``relu(W_e X_e + W_d X_d)`` are what the cascade averages into its
     synthetic map.
     """

@@ -78,7 +78,7 @@ def residue(t, mtt, dispersion: float = 0.0) -> np.ndarray:
 
 def tissue_curve(t_fine, aif_fine, cbf, mtt, delay=0.0, dispersion=0.0) -> np.ndarray:
     """Tissue enhancement (HU) on the fine grid ``t_fine`` for one voxel's CBF (ml/100 g/min),
-    MTT (s), delay (s) and dispersion (s) — the SPEC §3 forward model, by direct convolution."""
+    MTT (s), delay (s) and dispersion (s) — the forward model of docs/decisions.md §6, by direct convolution."""
     dt = t_fine[1] - t_fine[0]
     r = residue(t_fine, mtt, dispersion)
     conv = np.convolve(aif_fine, r)[: len(t_fine)] * dt

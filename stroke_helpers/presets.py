@@ -1,4 +1,4 @@
-"""Three presets, one code path (SPEC §1): ``paper``, ``cpu`` and ``smoke``.
+"""Three presets, one code path (docs/decisions.md §3): ``paper``, ``cpu`` and ``smoke``.
 
 ``paper`` is exactly the paper: widths 32 .. 1024, 224 px slices, 600 epochs, AdamW with
 lr 3e-2 and weight decay 1e-5, batch 8. Every preset uses the same learning-rate schedule,

@@ -1,6 +1,6 @@
 """Every table the report, the README and the chapters show, built once from the runs' metrics.
 
-The paper's numbers (real ISLES 2018, 19 validation studies, SPEC §1) sit beside ours; ours are
+The paper's numbers (real ISLES 2018, 19 validation studies, docs/decisions.md §1) sit beside ours; ours are
 on whatever data the grid was trained on, so they are not expected to match. Each of our cells
 is the mean over studies with its 95 % bootstrap interval; the paper's claims are paired
 comparisons on the same studies (:func:`comparisons`), each with its interval and a sentence
@@ -25,7 +25,7 @@ from .metrics import MIN_STUDIES, bootstrap_ci, paired_difference
 from .presets import get_preset
 from .runs import metrics_path, read_history, read_split, slices_of
 
-# the paper's numbers (ISLES 2018, 19 validation studies): Dice (mean, std), SPEC §1
+# the paper's numbers (ISLES 2018, 19 validation studies): Dice (mean, std), docs/decisions.md §1
 PAPER_TABLE1 = {
     "base": ((0.20, 0.26), (0.51, 0.30), (0.57, 0.26), (0.50, 0.25), (0.56, 0.30)),
     "MR": ((0.26, 0.24), (0.51, 0.27), (0.58, 0.22), (0.55, 0.26), (0.57, 0.26)),

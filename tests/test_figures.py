@@ -18,6 +18,11 @@ def close_figures():
     plt.close("all")
 
 
+def panels(fig):
+    """The image panels of a figure (not its colorbars)."""
+    return [a for a in fig.axes if a.images]
+
+
 def disk(n=32, r=6):
     y, x = np.mgrid[:n, :n]
     return (x - n / 2) ** 2 + (y - n / 2) ** 2 < r**2
@@ -30,8 +35,10 @@ def test_segmentation_grid_dice_titles_and_contours():
         [{"image": rng.random((32, 32)), "truth": truth, "pred": np.zeros_like(truth)}],
     ]
     fig = figures.segmentation_grid(grid, row_labels=("a", "b"), col_labels=("first", "second"))
-    axes = fig.axes
-    assert len(axes) == 4 and axes[0].get_title() == "first\nDice 1.00" and axes[2].get_title() == "Dice 0.00"
+    axes, bars = fig.axes[:4], fig.axes[4:]
+    assert axes[0].get_title() == "first\nDice 1.00" and axes[2].get_title() == "Dice 0.00"
+    assert [b.get_ylabel() for b in bars] == ["normalised Tmax"] * 2  # one colorbar per row
+    assert {t.get_text() for t in axes[0].texts} >= {"L", "R"}
     assert (
         len(axes[0].collections) == 2 and len(axes[2].collections) == 1
     )  # expert red + prediction blue; no prediction
@@ -49,19 +56,17 @@ def test_level_outputs_and_class_weights():
     fig = figures.level_outputs(
         rng.random((32, 32)), disk(), rng.random((6, 32, 32)), (0.03, 0.045, 0.05, 0.125, 0.25, 0.5)
     )
-    assert (
-        len(fig.axes) == 7
-        and fig.axes[1].get_title() == "level 6 (W=0.03)"
-        and fig.axes[-1].get_title() == "level 1 (W=0.5)"
-    )
+    p = panels(fig)
+    assert len(p) == 7 and p[1].get_title() == "level 6 (W=0.03)" and p[-1].get_title() == "level 1 (W=0.5)"
     fig = figures.class_weight_figure(rng.random((32, 32)), disk().astype(float), np.where(disk(), 0.7, 0.3))
-    assert [ax.get_title() for ax in fig.axes[:3]] == ["input", "expert mask Y", "class weights C"]
+    assert [ax.get_title() for ax in panels(fig)] == ["input", "expert mask Y", "class weights C"]
 
 
 def test_synthetic_map_figure_and_time_curves():
     channels = {m: rng.random((32, 32)) for m in ("CT", "CBF", "Tmax")}
     fig = figures.synthetic_map_figure(channels, rng.random((32, 32)), disk())
-    assert fig.axes[-1].get_title() == "synthetic map Ms" and fig.axes[-1].images[0].get_clim() == (0, 1.5)
+    ms = panels(fig)[-1]
+    assert ms.get_title() == "synthetic map Ms" and ms.images[0].get_clim() == (0, 1.5)
     t = np.arange(40.0)
     fig = figures.time_curves(t, {"arterial input": np.exp(-((t - 10) ** 2) / 8), "core (3 voxels)": t * 0})
     assert [len(ax.lines) for ax in fig.axes] == [1, 1]  # the AIF left, tissue right
@@ -77,5 +82,24 @@ def test_histograms_and_side_by_side_maps(phantom_root):
     fig = figures.lesion_volume_histogram([3.0, 15.0, 40.0])
     assert "median 15.0 mL" in fig.axes[0].get_legend_handles_labels()[1][0]
     s = studies[0]
-    fig = figures.maps_side_by_side(s.images, s.images, 0)
-    assert len(fig.axes) == 8 and fig.axes[0].get_title() == "CBF provided"
+    fig = figures.maps_side_by_side({"true": s.images, "deconvolved": s.images}, 0)
+    assert len(panels(fig)) == 8 and fig.axes[0].get_title() == "CBF, true"
+
+
+def test_one_style_every_image_panel_has_units_and_sides():
+    """The package style: constrained layout, 100 dpi on screen, 300 saved; each image panel of a
+    map figure carries a colorbar labelled with its units and L/R markers."""
+    import matplotlib.pyplot as plt
+
+    assert plt.rcParams["figure.dpi"] == 100 and plt.rcParams["savefig.dpi"] == 300
+    vol = {m: rng.random((32, 32, 3)) * 50 for m in ("CBF", "CBV", "MTT", "Tmax")}
+    fig = figures.maps_side_by_side({"true": vol, "deconvolved": vol}, z=1)
+    assert fig.get_layout_engine().__class__.__name__ == "ConstrainedLayoutEngine"
+    panels = [a for a in fig.axes if a.images]
+    bars = [a for a in fig.axes if not a.images]
+    assert len(panels) == 8 and len(bars) == 8
+    assert {b.get_ylabel() for b in bars} == {"mL/100 g/min", "mL/100 g", "s"}
+    assert all({t.get_text() for t in a.texts} >= {"L", "R"} for a in panels)
+    # the same window down each column: the true map's
+    assert all(panels[j].images[0].get_clim() == panels[j + 4].images[0].get_clim() for j in range(4))
+    plt.close("all")

@@ -1,4 +1,4 @@
-"""SPEC §3 validation of the perfusion model, the deconvolutions and the classical thresholds."""
+"""The validation (docs/decisions.md §6) of the perfusion model, the deconvolutions and the classical thresholds."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ Slabs: the first slice's MNI height is drawn so that the slab centre lies around
 (SD 14 mm: mostly basal ganglia to supraventricular levels, some lower), kept inside -40..+78 mm.
 Each 5 mm slice averages three planes 1.67 mm apart (partial volume), resampled to 256x256 at 0.976562 mm.
 
-Tissue HU (SPEC §3): GM 38, deep GM 36, WM 30, CSF 8; background -23 (the real files clip air).
+Tissue HU (docs/decisions.md §6): GM 38, deep GM 36, WM 30, CSF 8; background -23 (the real files clip air).
 """
 
 from __future__ import annotations

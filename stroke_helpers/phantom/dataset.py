@@ -26,7 +26,7 @@ from . import truth as truth_io
 from .series import PhantomConfig, simulate_patient
 from .territories import load_territories
 
-#: ISLES 2018 training slab sizes: slices -> number of cases (SPEC §2).
+#: ISLES 2018 training slab sizes: slices -> number of cases (docs/decisions.md §5).
 ISLES_SLICES = {2: 51, 4: 19, 8: 9, 16: 13, 22: 2}
 
 

@@ -38,7 +38,7 @@ def realism_figure(
 ):
     """Three panels (brain window 0-80 HU): phantom CT slice, real CT slice, CT template at MNI
     height ``mni_z``, each titled with its brain HU percentiles. Returns (figure, percentiles)."""
-    import matplotlib.pyplot as plt
+    from ..figures import colorbar, image_panel, subplots
 
     tpl = template_slice(template_path, mni_z)
     panels = {
@@ -46,10 +46,9 @@ def realism_figure(
         "real ISLES CT": (real_ct[:, :, z_real], brain_percentiles(real_ct[:, :, z_real])),
         f"CT template, z = {mni_z:.0f} mm": (tpl[::-1], brain_percentiles(tpl, tpl > 0)),
     }
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.8))
+    fig, axes = subplots(1, 3, figsize=(13, 4.6))
     for ax, (title, (img, pct)) in zip(axes, panels.items(), strict=True):
-        ax.imshow(img.T, cmap="gray", vmin=0, vmax=80, origin="lower")
-        ax.set_title(f"{title}\nbrain HU p5/25/50/75/95: " + "/".join(f"{v:.0f}" for v in pct), fontsize=9)
-        ax.axis("off")
-    fig.tight_layout()
+        pct_text = "/".join(f"{v:.0f}" for v in pct)
+        im = image_panel(fig, ax, img.T, "gray", (0, 80), bar=False, title=f"{title}\nbrain HU p5/25/50/75/95: {pct_text}")
+    colorbar(fig, im, list(axes), "HU")
     return fig, {k: v[1] for k, v in panels.items()}

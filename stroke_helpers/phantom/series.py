@@ -1,7 +1,7 @@
 """The forward model: tissue values, the 4D CT perfusion series, the NCCT, and the maps computed
 from the noisy series; :func:`simulate_patient` ties anatomy, territories and ischaemia together.
 
-Tissue values (SPEC §3, ml/100g/min, ml/100g, s): GM CBF 55, CBV 4.0; WM 22, 2.0; delay 0.5 s;
+Tissue values (docs/decisions.md §6, ml/100g/min, ml/100g, s): GM CBF 55, CBV 4.0; WM 22, 2.0; delay 0.5 s;
 penumbra GM/WM CBF 25/15, CBV 4.0/2.4, delay 8 s; core GM/WM CBF 6/4, CBV 1.2/0.8, delay 12 s;
 MTT = 60 CBV/CBF; each jittered +-8 % per patient, with a smooth +-10 % texture.
 
@@ -39,7 +39,7 @@ from .anatomy import HU, SLICE_MM, SPACING_XY, anatomy, patient_pose, slab_heigh
 from .ischaemia import core_hypodensity, ischaemia, onset_times, second_focus
 from .territories import load_territories
 
-#: (CBF ml/100g/min, CBV ml/100g, delay s, dispersion s) per (state, tissue), SPEC §3.
+#: (CBF ml/100g/min, CBV ml/100g, delay s, dispersion s) per (state, tissue), docs/decisions.md §6.
 TISSUE = {
     ("normal", "GM"): (55.0, 4.0, 0.5, 0.0),
     ("normal", "WM"): (22.0, 2.0, 0.5, 0.0),
@@ -52,7 +52,7 @@ TISSUE = {
 
 @dataclass
 class PhantomConfig:
-    """Knobs of the generator; the defaults are SPEC §3's."""
+    """Knobs of the generator; the defaults are docs/decisions.md §6's."""
 
     noise_hu: float = 8.0  # CTP noise per frame: SD of white noise before in-plane correlation
     noise_sigma: float = 0.8  # voxels, in-plane correlation of the CTP noise
