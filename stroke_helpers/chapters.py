@@ -16,13 +16,13 @@ import torch
 from .baseline import classical_baseline
 from .datasets import SliceArrays, brain_mask, build_slices
 from .download import data_dir
-from .figures import segmentation_grid
+from .figures import darkening_figure, maps_side_by_side, segmentation_grid
 from .grid import ALL_RUN, ROWS, column_name, run_name
 from .inference import THRESHOLD, Predictor
 from .isles import MODALITIES, Study, discover_cases, load_study, read_patients
 from .metrics import dice
-from .perfusion import compute_maps, core_rcbf, hypoperfusion_tmax, select_aif, tissue_mask
-from .phantom import read_cases
+from .perfusion import compute_maps, core_rcbf, hypoperfusion_tmax, reference_hemisphere, select_aif, tissue_mask
+from .phantom import read_cases, read_truth
 from .phantom.anatomy import SLICE_MM
 from .phantom.realism import realism_figure
 from .presets import get_preset
@@ -161,7 +161,11 @@ def perfusion_curves(study: Study, z: int) -> tuple[np.ndarray, dict[str, np.nda
     aif, arteries = select_aif(series, brain)
     core = core_rcbf(study.CBF, tissue, study.Tmax)
     penumbra = hypoperfusion_tmax(study.Tmax, tissue) & ~core
-    normal = tissue & (study.Tmax < 2)
+    # healthy tissue: the contralateral hemisphere's parenchyma, outside the expert lesion and
+    # not hypoperfused (a region, not a Tmax cut that only the earliest voxels pass)
+    normal = reference_hemisphere(study.CBF, tissue, study.Tmax) & ~hypoperfusion_tmax(study.Tmax, tissue)
+    if study.mask is not None:
+        normal &= ~study.mask.astype(bool)
     curves = {"arterial input": aif + series[..., :2].mean()}
     for name, region in (("normal", normal), ("penumbra", penumbra), ("core", core)):
         r = region[:, :, z]
@@ -191,6 +195,87 @@ def recomputed_maps(study: Study) -> tuple[dict[str, np.ndarray], str]:
         ]
         lines.append(f"{m:5s} " + "   ".join(cells))
     return maps, "\n".join(lines)
+
+
+# --- chapter 1: the phantom's truth as the answer key ----------------------------------------------
+
+
+def has_truth(data: Path) -> bool:
+    """Whether ``data`` is a synthetic dataset with the phantom's ``truth/`` folder."""
+    return (Path(data) / "truth" / "cases.csv").exists()
+
+
+def true_vs_deconvolved(data: Path, study: Study, z: int):
+    """The phantom's true maps above the maps deconvolved from its noisy 4D series (what ISLES
+    provides, here divided by the study's unit scale), same window per column, and a table of
+    their medians in healthy tissue and in the true core. ``(None, reason)`` for data without a
+    truth folder (real ISLES)."""
+    if not has_truth(data):
+        return None, f"{data}: no truth folder (only the synthetic dataset has one)"
+    truth = read_truth(data, study.name)
+    row = next(r for r in read_cases(data) if f"{r['split']}/{r['case']}" == study.name)
+    # the phantom, like RAPID, writes CBF and CBV in uncalibrated units: undo its scale
+    scale = {"CBF": float(row["cbf_scale"]), "CBV": float(row["cbv_scale"]), "MTT": 1.0, "Tmax": 1.0}
+    deconvolved = {m: study.images[m].astype(np.float32) / scale[m] for m in scale}
+    tissue = tissue_mask(study.CT, brain_mask(study))
+    healthy = tissue & ~(truth["core"] | truth["penumbra"]).astype(bool)
+    core = tissue & truth["core"].astype(bool)
+    lines = [f"median      {'healthy: true':>14s} {'deconvolved':>12s}   {'core: true':>11s} {'deconvolved':>12s}"]
+    for m, unit in (("CBF", "mL/100g/min"), ("CBV", "mL/100g"), ("MTT", "s"), ("Tmax", "s")):
+        t, d = truth[m], deconvolved[m]
+        tc, dc = (np.median(t[core]), np.median(d[core])) if core.any() else (np.nan, np.nan)
+        lines.append(f"{m:4s} {unit:>11s} {np.median(t[healthy]):9.2f} {np.median(d[healthy]):12.2f}   {tc:11.2f} {dc:12.2f}")
+    fig = maps_side_by_side({"true (phantom)": truth, "deconvolved": deconvolved}, z)
+    return fig, "\n".join(lines)
+
+
+def truth_regions(data: Path, study: Study, z: int):
+    """The true core and core + penumbra against the expert mask (OT), on slice ``z``'s Tmax:
+    how much of the answer the perfusion state at CTP time holds. ``(None, reason)`` without truth."""
+    if not has_truth(data):
+        return None, f"{data}: no truth folder (only the synthetic dataset has one)"
+    truth = read_truth(data, study.name)
+    ot = study.mask.astype(bool)
+    core, at_risk = truth["core"].astype(bool), (truth["core"] | truth["penumbra"]).astype(bool)
+    tmax = np.clip(study.Tmax[:, :, z] / 20, 0, 1.5)
+    row = [
+        {"image": tmax, "truth": ot[:, :, z], "pred": r[:, :, z], "caption": f"{name}: Dice {dice(r, ot):.2f}",
+         "window": (0, 1.5), "label": "Tmax / 20 s"}
+        for name, r in (("true core", core), ("core + penumbra", at_risk))
+    ]
+    inside = (ot & at_risk).sum() / max(ot.sum(), 1)
+    text = (
+        f"{study.name}: the expert mask covers {ot.sum() * study.voxel_ml:.1f} mL, the true core "
+        f"{core.sum() * study.voxel_ml:.1f} mL and core + penumbra {at_risk.sum() * study.voxel_ml:.1f} mL; "
+        f"{100 * inside:.0f} % of the expert mask lies in core + penumbra"
+    )
+    return segmentation_grid([row], col_labels=("true core (blue)", "core + penumbra (blue)")), text
+
+
+def ncct_darkening(data: Path, n: int | None = None):
+    """The core's darkening on non-contrast CT against time since onset, over the training
+    studies with a core: measured (median HU of healthy tissue minus median HU of the true core)
+    and as the phantom set it. ``(None, reason)`` without truth."""
+    if not has_truth(data):
+        return None, f"{data}: no truth folder (only the synthetic dataset has one)"
+    rows = [r for r in read_cases(data) if r["split"] == "TRAINING"][:n]
+    onset, measured, designed = [], [], []
+    for r in rows:
+        name = f"TRAINING/{r['case']}"
+        study = load_study(Path(data) / name, modalities=("CT",), require_mask=False)
+        truth = read_truth(data, name)
+        core = truth["core"].astype(bool) & (study.CT > 15) & (study.CT < 60)
+        healthy = truth["brain"].astype(bool) & ~(truth["core"] | truth["penumbra"]).astype(bool)
+        healthy &= (study.CT > 15) & (study.CT < 60)
+        if core.sum() < 20:
+            continue
+        onset.append(float(r["onset_to_ct_min"]))
+        measured.append(float(np.median(study.CT[healthy]) - np.median(study.CT[core])))
+        designed.append(float(r["ct_core_darkening_hu"]))
+    onset, measured, designed = map(np.array, (onset, measured, designed))
+    fig = darkening_figure(onset, measured, designed)
+    r = np.corrcoef(onset, measured)[0, 1]
+    return fig, f"{len(onset)} studies with a core of 20 voxels or more; correlation of darkening with onset time r = {r:.2f}"
 
 
 def classical_thresholds(study: Study, z: int) -> tuple[list[list[dict]], str]:

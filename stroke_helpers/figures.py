@@ -180,17 +180,20 @@ def lesion_volume_histogram(volumes_ml, reference_median: float | None = 15.2):
 
 
 def time_curves(times: np.ndarray, curves: dict[str, np.ndarray]):
-    """Time-attenuation curves (HU above baseline) of the arterial input and tissue voxels."""
-    fig, axes = subplots(1, 2, figsize=(10, 3.4))
+    """Time-attenuation curves (HU above baseline) of tissue regions, with the arterial input on
+    the same time axis (its own HU scale on the right: it peaks about ten times higher)."""
+    fig, ax = subplots(figsize=(7.5, 3.6))
+    aif_ax = ax.twinx()
     for name, c in curves.items():
-        ax = axes[0] if name.lower().startswith("arter") else axes[1]
-        ax.plot(times, c - c[:2].mean(), label=name)
-    axes[0].set_title("arterial input")
-    axes[1].set_title("tissue")
-    for ax in axes:
-        ax.set_xlabel("time (s)")
-        ax.set_ylabel("enhancement (HU)")
-        ax.legend(fontsize=8)
+        if name.lower().startswith("arter"):
+            aif_ax.plot(times, c - c[:2].mean(), color="gray", ls="--", label=name)
+        else:
+            ax.plot(times, c - c[:2].mean(), label=name)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("tissue enhancement (HU)")
+    aif_ax.set_ylabel("arterial input (HU)", color="gray")
+    lines = ax.get_legend_handles_labels(), aif_ax.get_legend_handles_labels()
+    ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], loc="upper right")
     return fig
 
 
@@ -204,6 +207,19 @@ def maps_side_by_side(rows: dict[str, dict[str, np.ndarray]], z: int, windows: d
         window = (windows or {}).get(m) or display_window(m, rows[labels[0]][m])
         for i, label in enumerate(labels):
             image_panel(fig, axes[i, j], axial(rows[label][m], z), "magma", window, UNITS[m], f"{m}, {label}")
+    return fig
+
+
+def darkening_figure(onset_min: np.ndarray, measured_hu: np.ndarray, designed_hu: np.ndarray):
+    """The core's NCCT darkening (HU) against time since onset (min), measured on the CT and as
+    the phantom set it."""
+    fig, ax = subplots(figsize=(5.5, 3.4))
+    ax.scatter(onset_min, measured_hu, s=14, label="measured on the CT (healthy - core median)")
+    ax.scatter(onset_min, designed_hu, s=14, marker="x", color="gray", label="set by the phantom")
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xlabel("time since onset (min)")
+    ax.set_ylabel("core darkening (HU)")
+    ax.legend()
     return fig
 
 

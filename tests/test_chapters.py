@@ -42,6 +42,7 @@ def test_chapter1_data_helpers(phantom_root):
     assert len(volumes) == 6 and (volumes > 0).all()
     times, curves, text = chapters.perfusion_curves(s, z)
     assert "arterial input" in curves and all(len(c) == len(times) for c in curves.values())
+    assert any(k.startswith("normal (") for k in curves)  # a healthy region, not a Tmax cut
     assert curves["arterial input"].max() > max(c.max() for k, c in curves.items() if k != "arterial input")
     assert "frames every" in text
     maps, table = chapters.recomputed_maps(s)
@@ -116,6 +117,31 @@ def test_grid_time_accounting(results, phantom_root, arrays):
     assert parts["training steps"] > 0 and parts["everything else"] == pytest.approx(
         1000.0 - parts["training steps"] - parts["per-epoch validation"]
     )
+
+
+def test_phantom_truth_is_the_answer_key(phantom_root, tmp_path):
+    """Chapter 1's answer keys: true against deconvolved maps, true regions against the expert
+    mask, and the NCCT darkening against onset time; real data (no truth folder) says why not."""
+    s = chapters.load_studies(phantom_root, 1)[0]
+    z = chapters.lesion_slice(s)
+    fig, table = chapters.true_vs_deconvolved(phantom_root, s, z)
+    assert len([a for a in fig.axes if a.images]) == 8 and table.count("\n") == 4
+    cbf = next(line for line in table.splitlines() if line.startswith("CBF")).split()
+    healthy_true, healthy_svd, core_true, core_svd = map(float, cbf[2:6])
+    assert 0.5 < healthy_svd / healthy_true < 1.5  # bias-corrected SVD lands near the truth in healthy tissue
+    assert core_true < 0.5 * healthy_true and core_svd < 0.6 * healthy_svd  # and keeps the core's drop
+    fig, text = chapters.truth_regions(phantom_root, s, z)
+    titles = [a.get_title() for a in fig.axes if a.images]
+    assert titles[0].startswith("true core (blue)\ntrue core: Dice") and "% of the expert mask" in text
+    fig, text = chapters.ncct_darkening(phantom_root)
+    onset, measured = fig.axes[0].collections[0].get_offsets().T
+    assert len(onset) >= 3 and "r = " in text
+    assert fig.axes[0].get_xlabel() == "time since onset (min)"
+    plt.close("all")
+    (tmp_path / "TRAINING").mkdir()
+    for fn in (chapters.true_vs_deconvolved, chapters.truth_regions):
+        fig, reason = fn(tmp_path, s, z)
+        assert fig is None and "no truth folder" in reason
 
 
 def test_realism_beside_the_real_ct(phantom_root):

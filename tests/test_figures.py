@@ -69,7 +69,8 @@ def test_synthetic_map_figure_and_time_curves():
     assert ms.get_title() == "synthetic map Ms" and ms.images[0].get_clim() == (0, 1.5)
     t = np.arange(40.0)
     fig = figures.time_curves(t, {"arterial input": np.exp(-((t - 10) ** 2) / 8), "core (3 voxels)": t * 0})
-    assert [len(ax.lines) for ax in fig.axes] == [1, 1]  # the AIF left, tissue right
+    assert [len(ax.lines) for ax in fig.axes] == [1, 1]  # tissue, and the AIF on a twin axis of the same time
+    assert fig.axes[1].get_ylabel() == "arterial input (HU)" and fig.axes[0].get_xlim() == fig.axes[1].get_xlim()
 
 
 def test_histograms_and_side_by_side_maps(phantom_root):
