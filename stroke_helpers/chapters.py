@@ -16,7 +16,8 @@ import torch
 from .baseline import classical_baseline
 from .datasets import SliceArrays, brain_mask, build_slices
 from .download import data_dir
-from .figures import darkening_figure, maps_side_by_side, segmentation_grid
+from .augment import paper_augmentation
+from .figures import batch_figure, darkening_figure, maps_side_by_side, segmentation_grid
 from .grid import ALL_RUN, ROWS, column_name, run_name
 from .inference import THRESHOLD, Predictor
 from .isles import MODALITIES, Study, discover_cases, load_study, read_patients
@@ -411,6 +412,20 @@ def example_slice(run: Path, data: Path, example: int = 0) -> ExampleSlice:
     image = arrays.images[j : j + 1]
     tmax = image[0, MODALITIES.index("Tmax")].numpy()
     return ExampleSlice(model, config, image[:, config.channels], arrays.masks[j : j + 1, None].float(), tmax)
+
+
+def network_batch(data: Path, preset: str = "cpu", n: int = 4, seed: int = 0):
+    """What the network sees: ``n`` training slices with lesions, preprocessed to the preset's
+    size and augmented as in training (seeded), drawn as one row per slice and one column per
+    input channel (:func:`~stroke_helpers.figures.batch_figure`)."""
+    arrays = build_slices(data, "TRAINING", get_preset(preset).size, progress=False)
+    area = arrays.masks.flatten(1).sum(1).numpy()
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(np.flatnonzero(area > 0), size=n, replace=False))
+    augment = paper_augmentation(get_preset(preset).augment, seed=seed)
+    images, masks = augment(arrays.images[pick].float(), arrays.masks[pick][:, None].float())
+    names = [f"{arrays.studies[arrays.study_index[i]]}, z={arrays.z[i]}" for i in pick]
+    return batch_figure(images.numpy(), masks[:, 0].numpy(), list(MODALITIES), names)
 
 
 def histories(results: Path, column: str = "All") -> dict[str, list[dict]]:

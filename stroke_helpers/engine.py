@@ -91,3 +91,33 @@ def predict_logits(model, images: torch.Tensor, device=None, dtype=None, batch_s
     if not len(images):
         return torch.zeros(0, *images.shape[-2:])
     return forward_batches(model, images, lambda m, x: m(x).logits[:, 0], device, dtype, batch_size)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and PyTorch's global generators (what a notebook cell draws from;
+    training seeds its own from the run's config)."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def print_config() -> None:
+    """Versions and hardware, MONAI-style: what to paste into a bug report or beside a result."""
+    import platform
+    from importlib import metadata
+
+    from . import __version__
+
+    print(f"stroke_helpers {__version__}, Python {platform.python_version()} on {platform.system()} {platform.machine()}")
+    for package in ("torch", "numpy", "scipy", "nibabel", "monai", "matplotlib", "ipywidgets"):
+        try:
+            print(f"{package:11s} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            print(f"{package:11s} not installed")
+    device = resolve_device("auto")
+    print(f"device      {device} ({torch.get_num_threads()} threads), bf16 units: {bf16_supported(device)}")
+

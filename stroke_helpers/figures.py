@@ -54,12 +54,14 @@ def colorbar(fig, im, ax, label: str = ""):
     return cb
 
 
-def image_panel(fig, ax, image, cmap: str, window, label: str = "", title: str = "", bar: bool = True):
-    """An axial image (already transposed) in its window, with L/R markers and a colorbar."""
+def image_panel(fig, ax, image, cmap: str, window, label: str = "", title: str = "", bar: bool = True, sides: bool = True):
+    """An axial image (already transposed) in its window, with L/R markers (unless ``sides`` is
+    False: an augmented slice may be flipped) and a colorbar."""
     im = ax.imshow(image, cmap=cmap, vmin=window[0], vmax=window[1], origin="lower")
     if bar:
         colorbar(fig, im, ax, label)
-    orientation(ax)
+    if sides:
+        orientation(ax)
     ax.set_title(title)
     ax.axis("off")
     return im
@@ -207,6 +209,24 @@ def maps_side_by_side(rows: dict[str, dict[str, np.ndarray]], z: int, windows: d
         window = (windows or {}).get(m) or display_window(m, rows[labels[0]][m])
         for i, label in enumerate(labels):
             image_panel(fig, axes[i, j], axial(rows[label][m], z), "magma", window, UNITS[m], f"{m}, {label}")
+    return fig
+
+
+def batch_figure(images: np.ndarray, masks: np.ndarray, channels: list[str], names: list[str]):
+    """A training batch as the network sees it: ``images (B, C, S, S)`` after normalisation and
+    augmentation, one row per slice, one column per channel, the (augmented) mask in red. No L/R
+    markers: augmentation flips slices."""
+    b, c = images.shape[:2]
+    fig, axes = subplots(b, c, figsize=(2.3 * c + 0.8, 2.3 * b), squeeze=False)
+    for j, name in enumerate(channels):
+        for i in range(b):
+            ax = axes[i, j]
+            im = image_panel(fig, ax, images[i, j].T, cmap_of(name), (0, 1.5), bar=False, title=name if i == 0 else "", sides=False)
+            if masks[i].any():
+                ax.contour(masks[i].T, levels=[0.5], colors=EXPERT, linewidths=0.8)
+            if j == 0:
+                ax.text(-0.06, 0.5, names[i], transform=ax.transAxes, rotation=90, va="center", ha="right", fontsize=7)
+    colorbar(fig, im, list(axes.ravel()), "normalised input (CT / 100 HU, CBF and CBV / brain mean, MTT and Tmax / 20 s)")
     return fig
 
 

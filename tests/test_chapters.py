@@ -168,3 +168,17 @@ def test_attention_shapes_walks_the_equation():
     lines = text.splitlines()
     assert lines[0].split() == ["X_e", "(2,", "8,", "12,", "12)"] and "(2, 1, 12, 12)" in lines[4]
     assert lines[-1] == "X'_e == X_e * a: True"
+
+
+def test_network_batch_is_what_training_sees(phantom_root):
+    """The 'data the network sees' figure: every channel of seeded augmented lesion slices, each
+    with its mask outline, the same batch for the same seed."""
+    fig = chapters.network_batch(phantom_root, "smoke", n=3, seed=1)
+    panels = [a for a in fig.axes if a.images]
+    assert len(panels) == 3 * len(MODALITIES) and [a.get_title() for a in panels[:5]] == list(MODALITIES)
+    assert all(len(a.collections) == 1 for a in panels)  # a lesion outline in every panel
+    assert not any(a.texts and a.texts[0].get_text() == "L" for a in panels)  # flips: no side markers
+    again = chapters.network_batch(phantom_root, "smoke", n=3, seed=1)
+    first = [a for a in again.axes if a.images]
+    assert all(np.array_equal(a.images[0].get_array(), b.images[0].get_array()) for a, b in zip(panels, first))
+    plt.close("all")
