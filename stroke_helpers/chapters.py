@@ -488,14 +488,19 @@ def synthetic_map_file(run: Path, data: Path, study: str) -> str:
 
 
 def leakage(results: Path, arrays: SliceArrays) -> dict[str, float]:
-    """Dice of ``Ms > 0.5`` against the lesions of the training slices, for the in-sample and the
-    out-of-fold cascade: how much of the answer the synthetic map hands stage 2 in training."""
+    """Dice of ``Ms > 0.5`` against the lesions: on the training slices of the in-sample and of
+    the out-of-fold cascade (what each hands stage 2 in training), and on the validation slices
+    (the reference: a map from a model that never saw them, as every new study gets). A training
+    map far above the reference is a leak."""
     out = {}
     for name, folder in (("in-sample", "cascade"), ("out-of-fold", "cascade_oof")):
         run = require_run(results, folder)
         ms = load_synthetic_maps(run / "synthetic_maps.pt", arrays)
-        train = slices_of(arrays, read_split(run / "stage2")["train"])
+        split = read_split(run / "stage2")
+        train = slices_of(arrays, split["train"])
         out[name] = dice(ms[train, 0].numpy() > 0.5, arrays.masks[train].numpy().astype(bool))
+        val = slices_of(arrays, split["val"])
+        out["validation"] = dice(ms[val, 0].numpy() > 0.5, arrays.masks[val].numpy().astype(bool))
     return out
 
 
@@ -508,20 +513,24 @@ def paper_figure(results: Path, arrays: SliceArrays, columns, study: str, z: int
 
 
 def figure4(results: Path, arrays: SliceArrays, n: int = 4):
-    """The paper's Figure 4: stage 1, the cascade and the synthetic map on the ``n`` validation
-    studies with the largest lesions (each at its largest lesion slice)."""
+    """The paper's Figure 4: stage 1, the cascade and the synthetic map on ``n`` validation
+    studies from the smallest lesion to the largest (at quantiles of their largest lesion slice,
+    since the paper's case is made on small lesions), each at its largest lesion slice."""
     stage1, cascade = Predictor(require_run(results, ALL_RUN), "cpu"), Predictor(require_run(results, "cascade"), "cpu")
-    val = cascade.split["val"]
-    largest = sorted(((int(study_slices(arrays, s)[1].sum((1, 2)).max()), s) for s in val), reverse=True)
+    areas = sorted((int(study_slices(arrays, s)[1].sum((1, 2)).max()), s) for s in cascade.split["val"])
+    areas = [a for a in areas if a[0] > 0]
+    picks = sorted({round(q * (len(areas) - 1)) for q in np.linspace(0, 1, n)})
     grid: list[list[dict]] = [[], [], []]
-    for _, study in largest[:n]:
+    for _, study in (areas[i] for i in picks):
         images, truth = study_slices(arrays, study)
         z = int(truth.reshape(len(truth), -1).sum(1).argmax())
         grid[0].append(predict_slice(stage1, arrays, study, z))
         grid[1].append(predict_slice(cascade, arrays, study, z))
         ms = cascade.synthetic_map(images[z : z + 1])[0, 0].numpy()
-        grid[2].append({"image": ms / 1.5, "truth": truth[z], "pred": np.zeros_like(truth[z])})
-    return segmentation_grid(grid, row_labels=("stage 1", "cascade", "synthetic map"))
+        caption = f"{study.split('/')[-1]}, {int(truth[z].sum())} px lesion"
+        grid[2].append({"image": ms, "truth": truth[z], "pred": np.zeros_like(truth[z]), "caption": caption,
+                        "cmap": "inferno", "window": (0, 1.5), "label": "Ms (a.u.)"})
+    return segmentation_grid(grid, row_labels=("stage 1", "cascade", "synthetic map Ms"))
 
 
 def validation_probabilities(predictor: Predictor, arrays: SliceArrays) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .baseline import ncct_baseline
 from .datasets import build_slices
 from .grid import ALL_RUN, CASCADES, ROWS, TABLE1, TABLE2, column_name, run_name, seed_folder
 from .metrics import MIN_STUDIES, bootstrap_ci, paired_difference
@@ -161,6 +162,21 @@ def comparisons_markdown(out: Path, split: str = "val") -> str:
             f"| {c['claim']} | {c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] | {c['n']} | {'yes' if c['resolved'] else 'no'} |"
         )
     return "\n".join(lines + [""] + [f"- {verdict(c)}" for c in rows])
+
+
+def ncct_markdown(out: Path, data: Path, split: str = "val") -> str:
+    """The NCCT-only intensity baseline (:func:`~stroke_helpers.baseline.ncct_hypodensity`)
+    beside the learned NCCT models, on the same studies, with the paired difference."""
+    learned = {row: per_study(out, run_name(row, "CT"), split=split) for row in ROWS}
+    studies = next((list(v) for v in learned.values() if v), None)
+    if studies is None:
+        return "no evaluated NCCT run"
+    base = ncct_baseline(data, studies)
+    lines = ["| NCCT input | Dice [95 % CI] |", "|---|---|", f"| hypodensity vs mirror (no learning) | {cell(base)} |"]
+    lines += [f"| {row} (learned) | {cell(v)} |" for row, v in learned.items() if v]
+    best = max((r for r in learned if learned[r]), key=lambda r: np.nanmean(list(learned[r].values())))
+    c = {"claim": f"hypodensity baseline vs {best} NCCT", **paired_difference(base, learned[best])}
+    return "\n".join(lines + ["", f"- {verdict(c)}"])
 
 
 def seed_spread(out: Path, base_seed: int = 0, split: str = "val") -> dict[str, list[float]]:

@@ -87,9 +87,16 @@ def test_cascade_helpers(results, phantom_root, arrays):
         "same grid as the CT: True"
     )
     leak = chapters.leakage(results, arrays)
-    assert set(leak) == {"in-sample", "out-of-fold"} and all(0 <= v <= 1 for v in leak.values())
+    assert set(leak) == {"in-sample", "out-of-fold", "validation"} and all(0 <= v <= 1 for v in leak.values())
     fig = chapters.figure4(results, arrays, n=2)
-    assert len([a for a in fig.axes if a.images]) == 3 * min(2, len(cascade.split["val"]))  # stage 1, cascade, Ms
+    panels = [a for a in fig.axes if a.images]
+    n = len(panels) // 3
+    assert len(panels) == 3 * n and 1 <= n <= 2  # stage 1, cascade, Ms: smallest and largest lesion
+    ms_titles = [a.get_title() for a in panels[2 * n :]]
+    assert all("px lesion" in t and "Dice" not in t for t in ms_titles)  # no Dice under a map that predicts nothing
+    assert [b.get_ylabel() for b in fig.axes if not b.images][-1] == "Ms (a.u.)"
+    sizes = [int(t.split(", ")[1].split(" px")[0]) for t in ms_titles]
+    assert sizes == sorted(sizes)
     probs, truths = chapters.validation_probabilities(cascade, arrays)
     assert len(probs) == len(read_split(results / "runs" / "cascade" / "stage2")["val"])
     assert all(p.shape == t.shape for p, t in zip(probs, truths))
@@ -182,3 +189,15 @@ def test_network_batch_is_what_training_sees(phantom_root):
     first = [a for a in again.axes if a.images]
     assert all(np.array_equal(a.images[0].get_array(), b.images[0].get_array()) for a, b in zip(panels, first))
     plt.close("all")
+
+
+def test_ncct_baseline_beside_the_learned_model(results, phantom_root):
+    """Table 1's NCCT column gets its no-learning reference on the same studies, with a verdict."""
+    from stroke_helpers.report import ncct_markdown
+
+    grid = Grid(phantom_root, results, "smoke", progress=False)
+    grid.run("MR+ATT", "CT")
+    text = ncct_markdown(results, phantom_root)
+    lines = text.splitlines()
+    assert lines[2].startswith("| hypodensity vs mirror (no learning) | ") and lines[3].startswith("| MR+ATT (learned) | ")
+    assert lines[-1].startswith("- hypodensity baseline vs MR+ATT NCCT: ")

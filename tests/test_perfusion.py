@@ -169,3 +169,23 @@ def test_healthy_tmax_and_mtt_in_real_ranges(phantom_patients):
 def test_deconvolution_bias_is_measured_on_the_aif():
     bias, gain = P.deconvolution_bias(AIF, 1.0, "bsvd", 0.1, 4.0)
     assert 1 <= bias <= 5 and 1.2 < gain < 2.5  # Tmax late, CBF low, before the correction
+
+
+def test_ncct_hypodensity_finds_the_darker_side_only():
+    """The NCCT-only baseline: a 4 HU darker patch in one hemisphere is found, its healthy mirror
+    image is not, and a symmetric brain gives nothing."""
+    from stroke_helpers.baseline import ncct_hypodensity
+
+    rng = np.random.default_rng(0)
+    ct = np.full((64, 64, 2), -20.0)
+    brain = np.zeros(ct.shape, bool)
+    brain[8:56, 8:56] = True
+    ct[brain] = 35.0
+    symmetric = ct + rng.normal(0, 1, ct.shape) * brain
+    assert ncct_hypodensity(symmetric, brain).sum() < 0.01 * brain.sum()
+    lesion = np.zeros_like(brain)
+    lesion[14:26, 20:40] = True
+    ct_lesion = symmetric - 4.0 * lesion
+    found = ncct_hypodensity(ct_lesion, brain)
+    assert dice(found, lesion) > 0.7
+    assert not found[38:50, 20:40].any()  # the mirrored side is the reference, not a lesion
