@@ -159,7 +159,10 @@ def bench_augmentation(device, batch=8, repeats=20) -> dict:
     from monai import transforms as mt
 
     size = PRESETS["cpu"].size
-    x, y = torch.randn(batch, 5, size, size, device=device), (torch.rand(batch, 1, size, size, device=device) > 0.97).float()
+    x, y = (
+        torch.randn(batch, 5, size, size, device=device),
+        (torch.rand(batch, 1, size, size, device=device) > 0.97).float(),
+    )
     ours = PaperAugmentation(0.5)
     keys, modes = ("image", "mask"), ("bilinear", "nearest")
     monai = mt.Compose(

@@ -39,13 +39,17 @@ def check_largest_lesion(data: str | Path, volume_ml: float, onset_min: float) -
     largest = max(rows, key=lambda r: float(r["lesion_ml"]))
     ml, onset = float(largest["lesion_ml"]), float(largest["onset_to_ct_min"])
     ok = _close(volume_ml, ml, 0.1 * ml) and _close(onset_min, onset, 10)
-    return _say(ok, f"the largest lesion is TRAINING/{largest['case']}: {ml:.1f} mL, scanned {onset:.0f} min after onset")
+    return _say(
+        ok, f"the largest lesion is TRAINING/{largest['case']}: {ml:.1f} mL, scanned {onset:.0f} min after onset"
+    )
 
 
 def check_best_rcbf_threshold(data: str | Path, answer: float, thresholds=(0.2, 0.3, 0.4)) -> bool:
     """Chapter 1, exercise 2: which rCBF threshold gives the highest mean Dice over the training
     studies (about 20 s per threshold on 2 cores)."""
-    scores = {t: np.mean([r["dice"] for r in classical_baseline(data, threshold=t, progress=False)]) for t in thresholds}
+    scores = {
+        t: np.mean([r["dice"] for r in classical_baseline(data, threshold=t, progress=False)]) for t in thresholds
+    }
     best = max(scores, key=scores.get)
     table = ", ".join(f"rCBF < {100 * t:.0f} %: {d:.3f}" for t, d in scores.items())
     return _say(_close(answer, best, 1e-9), f"mean Dice {table}")
@@ -86,7 +90,9 @@ def check_voxel_noise(study: Study, answer_hu: float) -> bool:
 def attention_parameters(widths=PAPER_WIDTHS, in_channels: int = 5) -> int:
     """Parameters of the five attention modules of a network of ``widths``."""
     with_att = CrossAttentionAutoencoder(in_channels, widths, attention=True)
-    return count_parameters(with_att) - count_parameters(CrossAttentionAutoencoder(in_channels, widths, attention=False))
+    return count_parameters(with_att) - count_parameters(
+        CrossAttentionAutoencoder(in_channels, widths, attention=False)
+    )
 
 
 def check_attention_parameters(answer: int) -> bool:

@@ -13,10 +13,10 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from .augment import paper_augmentation
 from .baseline import classical_baseline
 from .datasets import SliceArrays, brain_mask, build_slices
 from .download import data_dir
-from .augment import paper_augmentation
 from .figures import batch_figure, darkening_figure, maps_side_by_side, segmentation_grid
 from .grid import ALL_RUN, ROWS, column_name, run_name
 from .inference import THRESHOLD, Predictor
@@ -225,7 +225,9 @@ def true_vs_deconvolved(data: Path, study: Study, z: int):
     for m, unit in (("CBF", "mL/100g/min"), ("CBV", "mL/100g"), ("MTT", "s"), ("Tmax", "s")):
         t, d = truth[m], deconvolved[m]
         tc, dc = (np.median(t[core]), np.median(d[core])) if core.any() else (np.nan, np.nan)
-        lines.append(f"{m:4s} {unit:>11s} {np.median(t[healthy]):9.2f} {np.median(d[healthy]):12.2f}   {tc:11.2f} {dc:12.2f}")
+        lines.append(
+            f"{m:4s} {unit:>11s} {np.median(t[healthy]):9.2f} {np.median(d[healthy]):12.2f}   {tc:11.2f} {dc:12.2f}"
+        )
     fig = maps_side_by_side({"true (phantom)": truth, "deconvolved": deconvolved}, z)
     return fig, "\n".join(lines)
 
@@ -240,8 +242,14 @@ def truth_regions(data: Path, study: Study, z: int):
     core, at_risk = truth["core"].astype(bool), (truth["core"] | truth["penumbra"]).astype(bool)
     tmax = np.clip(study.Tmax[:, :, z] / 20, 0, 1.5)
     row = [
-        {"image": tmax, "truth": ot[:, :, z], "pred": r[:, :, z], "caption": f"{name}: Dice {dice(r, ot):.2f}",
-         "window": (0, 1.5), "label": "Tmax / 20 s"}
+        {
+            "image": tmax,
+            "truth": ot[:, :, z],
+            "pred": r[:, :, z],
+            "caption": f"{name}: Dice {dice(r, ot):.2f}",
+            "window": (0, 1.5),
+            "label": "Tmax / 20 s",
+        }
         for name, r in (("true core", core), ("core + penumbra", at_risk))
     ]
     inside = (ot & at_risk).sum() / max(ot.sum(), 1)
@@ -276,7 +284,10 @@ def ncct_darkening(data: Path, n: int | None = None):
     onset, measured, designed = map(np.array, (onset, measured, designed))
     fig = darkening_figure(onset, measured, designed)
     r = np.corrcoef(onset, measured)[0, 1]
-    return fig, f"{len(onset)} studies with a core of 20 voxels or more; correlation of darkening with onset time r = {r:.2f}"
+    return (
+        fig,
+        f"{len(onset)} studies with a core of 20 voxels or more; correlation of darkening with onset time r = {r:.2f}",
+    )
 
 
 def classical_thresholds(study: Study, z: int) -> tuple[list[list[dict]], str]:
@@ -528,8 +539,17 @@ def figure4(results: Path, arrays: SliceArrays, n: int = 4):
         grid[1].append(predict_slice(cascade, arrays, study, z))
         ms = cascade.synthetic_map(images[z : z + 1])[0, 0].numpy()
         caption = f"{study.split('/')[-1]}, {int(truth[z].sum())} px lesion"
-        grid[2].append({"image": ms, "truth": truth[z], "pred": np.zeros_like(truth[z]), "caption": caption,
-                        "cmap": "inferno", "window": (0, 1.5), "label": "Ms (a.u.)"})
+        grid[2].append(
+            {
+                "image": ms,
+                "truth": truth[z],
+                "pred": np.zeros_like(truth[z]),
+                "caption": caption,
+                "cmap": "inferno",
+                "window": (0, 1.5),
+                "label": "Ms (a.u.)",
+            }
+        )
     return segmentation_grid(grid, row_labels=("stage 1", "cascade", "synthetic map Ms"))
 
 

@@ -101,7 +101,7 @@ def seed_everything(seed: int) -> None:
     import numpy as np
 
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (the legacy global is what np.random.* calls in a cell use)
     torch.manual_seed(seed)
 
 
@@ -112,7 +112,9 @@ def print_config() -> None:
 
     from . import __version__
 
-    print(f"stroke_helpers {__version__}, Python {platform.python_version()} on {platform.system()} {platform.machine()}")
+    print(
+        f"stroke_helpers {__version__}, Python {platform.python_version()} on {platform.system()} {platform.machine()}"
+    )
     for package in ("torch", "numpy", "scipy", "nibabel", "monai", "matplotlib", "ipywidgets"):
         try:
             print(f"{package:11s} {metadata.version(package)}")
@@ -120,4 +122,3 @@ def print_config() -> None:
             print(f"{package:11s} not installed")
     device = resolve_device("auto")
     print(f"device      {device} ({torch.get_num_threads()} threads), bf16 units: {bf16_supported(device)}")
-

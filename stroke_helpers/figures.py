@@ -54,7 +54,9 @@ def colorbar(fig, im, ax, label: str = ""):
     return cb
 
 
-def image_panel(fig, ax, image, cmap: str, window, label: str = "", title: str = "", bar: bool = True, sides: bool = True):
+def image_panel(
+    fig, ax, image, cmap: str, window, label: str = "", title: str = "", bar: bool = True, sides: bool = True
+):
     """An axial image (already transposed) in its window, with L/R markers (unless ``sides`` is
     False: an augmented slice may be flipped) and a colorbar."""
     im = ax.imshow(image, cmap=cmap, vmin=window[0], vmax=window[1], origin="lower")
@@ -221,12 +223,16 @@ def batch_figure(images: np.ndarray, masks: np.ndarray, channels: list[str], nam
     for j, name in enumerate(channels):
         for i in range(b):
             ax = axes[i, j]
-            im = image_panel(fig, ax, images[i, j].T, cmap_of(name), (0, 1.5), bar=False, title=name if i == 0 else "", sides=False)
+            im = image_panel(
+                fig, ax, images[i, j].T, cmap_of(name), (0, 1.5), bar=False, title=name if i == 0 else "", sides=False
+            )
             if masks[i].any():
                 ax.contour(masks[i].T, levels=[0.5], colors=EXPERT, linewidths=0.8)
             if j == 0:
                 ax.text(-0.06, 0.5, names[i], transform=ax.transAxes, rotation=90, va="center", ha="right", fontsize=7)
-    colorbar(fig, im, list(axes.ravel()), "normalised input (CT / 100 HU, CBF and CBV / brain mean, MTT and Tmax / 20 s)")
+    colorbar(
+        fig, im, list(axes.ravel()), "normalised input (CT / 100 HU, CBF and CBV / brain mean, MTT and Tmax / 20 s)"
+    )
     return fig
 
 
@@ -303,7 +309,9 @@ def segmentation_grid(grid: list[list[dict | None]], row_labels=(), col_labels=(
                 ax.axis("off")
                 continue
             caption = p.get("caption") or f"Dice {p.get('dice', dice(p['pred'], p['truth'])):.2f}"
-            im = _outline(ax, p["image"], p["truth"], p["pred"], caption, p.get("cmap", "gray"), p.get("window", (0, 1)))
+            im = _outline(
+                ax, p["image"], p["truth"], p["pred"], caption, p.get("cmap", "gray"), p.get("window", (0, 1))
+            )
             if r == 0 and c < len(col_labels):
                 ax.set_title(f"{col_labels[c]}\n{caption}", fontsize=9)
             if c == 0 and r < len(row_labels):
@@ -354,7 +362,9 @@ def draw_attention(image: np.ndarray, mask: np.ndarray, attention: dict[int, np.
     ``image``, ``mask``: ``(S, S)``; ``attention``: ``{level: (h, w)}`` maps in [0, 1].
     """
     fig, axes = subplots(1, 2, figsize=(7, 3.6))
-    image_panel(fig, axes[0], image.T, "gray", (float(image.min()), float(image.max()) or 1.0), "normalised", title or "input")
+    image_panel(
+        fig, axes[0], image.T, "gray", (float(image.min()), float(image.max()) or 1.0), "normalised", title or "input"
+    )
     a = attention[level]
     im = axes[1].imshow(
         a.T, cmap="viridis", vmin=0, vmax=1, origin="lower", extent=(0, image.shape[0], 0, image.shape[1])

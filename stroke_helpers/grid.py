@@ -24,7 +24,10 @@ ROWS = {"base": (False, False), "MR": (False, True), "MR+ATT": (True, True)}  # 
 TABLE1 = ("CT", "CBV", "CBF", "Tmax", "MTT")
 TABLE2 = ("Tmax,CBV", "Tmax,CBF", "CBV,CBF", "Tmax,CBV,CBF", "CT,CBV,CBF,MTT,Tmax")
 COLUMN_NAMES = {"CT": "NCCT", "CT,CBV,CBF,MTT,Tmax": "All"}
-CASCADES = {"cascade": 0, "cascade_oof": 5}  # folder -> folds (0: in-sample Ms; 5: each fold model sees 80 % of the data)
+CASCADES = {
+    "cascade": 0,
+    "cascade_oof": 5,
+}  # folder -> folds (0: in-sample Ms; 5: each fold model sees 80 % of the data)
 #: The stage-1 model of both cascades, and the model most chapters look at.
 ALL_RUN = "MR+ATT_All"
 

@@ -93,7 +93,9 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _train_epoch(net, loader, augment, optimiser, config: TrainConfig, epoch: int, device, dtype, show: bool) -> list[float]:
+def _train_epoch(
+    net, loader, augment, optimiser, config: TrainConfig, epoch: int, device, dtype, show: bool
+) -> list[float]:
     net.train()
     losses = []
     total, warmup = config.n_epochs * len(loader), round(config.settings.warmup_epochs * len(loader))
@@ -160,7 +162,9 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         sampler.set_epoch(epoch)
         if augment is not None:
             augment.set_random_state(config.seed * 100_003 + epoch * 101 + rank)
-        losses = _train_epoch(net, loader, augment, optimiser, config, epoch, device, dtype, show=config.progress and main)
+        losses = _train_epoch(
+            net, loader, augment, optimiser, config, epoch, device, dtype, show=config.progress and main
+        )
         if world > 1:
             for b in model.buffers():
                 dist.broadcast(b, 0)

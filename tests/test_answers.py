@@ -25,7 +25,10 @@ def test_chapter1_checks(phantom_root, study, capsys):
     assert not answers.check_largest_lesion(phantom_root, 2 * float(big["lesion_ml"]), float(big["onset_to_ct_min"]))
     assert capsys.readouterr().out.startswith("not quite: ")
 
-    scores = {t: np.mean([r["dice"] for r in classical_baseline(phantom_root, threshold=t, progress=False)]) for t in (0.2, 0.4)}
+    scores = {
+        t: np.mean([r["dice"] for r in classical_baseline(phantom_root, threshold=t, progress=False)])
+        for t in (0.2, 0.4)
+    }
     best, worst = sorted(scores, key=scores.get, reverse=True)
     assert answers.check_best_rcbf_threshold(phantom_root, best, thresholds=(0.2, 0.4))
     assert not answers.check_best_rcbf_threshold(phantom_root, worst, thresholds=(0.2, 0.4))
@@ -34,7 +37,9 @@ def test_chapter1_checks(phantom_root, study, capsys):
     assert answers.check_plain_svd_in_delayed_tissue(study, "lower")
     # the generator's noise: 8 HU white noise correlated in-plane (sigma 0.8 voxel) is ~2.8 HU a voxel
     assert answers.check_voxel_noise(study, 2.8) and not answers.check_voxel_noise(study, 8.0)
-    share = float(chapters.truth_regions(phantom_root, study, chapters.lesion_slice(study))[1].split("; ")[-1].split(" %")[0])
+    share = float(
+        chapters.truth_regions(phantom_root, study, chapters.lesion_slice(study))[1].split("; ")[-1].split(" %")[0]
+    )
     assert answers.check_truth_in_penumbra(phantom_root, study, share)
 
 
@@ -62,8 +67,13 @@ def test_chapter3_to_5_checks(tmp_path, capsys):
 
     run = tmp_path / "runs" / "MR+ATT_All"
     run.mkdir(parents=True)
-    studies = [{"study": f"TRAINING/case_{i}", "dice": d, "lesion_ml": v} for i, (d, v) in enumerate([(0.2, 1), (0.3, 2), (0.8, 30), (0.7, 40)])]
-    (run / "metrics.json").write_text(json.dumps({"run": "x", "name": "x", "split": "val", "studies": studies, "summary": {}}))
+    studies = [
+        {"study": f"TRAINING/case_{i}", "dice": d, "lesion_ml": v}
+        for i, (d, v) in enumerate([(0.2, 1), (0.3, 2), (0.8, 30), (0.7, 40)])
+    ]
+    (run / "metrics.json").write_text(
+        json.dumps({"run": "x", "name": "x", "split": "val", "studies": studies, "summary": {}})
+    )
     assert answers.check_volume_effect(tmp_path, "MR+ATT_All", "lower")
     assert "0.25 for lesions up to" in capsys.readouterr().out
     assert not answers.check_volume_effect(tmp_path, "MR+ATT_All", "higher")
@@ -76,9 +86,9 @@ def test_seed_and_config_cell(capsys):
     from stroke_helpers.engine import print_config, seed_everything
 
     seed_everything(3)
-    a = (random.random(), np.random.rand(), torch.rand(1).item())
+    a = (random.random(), np.random.rand(), torch.rand(1).item())  # noqa: NPY002
     seed_everything(3)
-    assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
+    assert (random.random(), np.random.rand(), torch.rand(1).item())  # noqa: NPY002 == a
     print_config()
     out = capsys.readouterr().out
     assert f"torch       {torch.__version__}" in out and "bf16 units:" in out and "stroke_helpers 0.1.0" in out

@@ -199,5 +199,7 @@ def test_ncct_baseline_beside_the_learned_model(results, phantom_root):
     grid.run("MR+ATT", "CT")
     text = ncct_markdown(results, phantom_root)
     lines = text.splitlines()
-    assert lines[2].startswith("| hypodensity vs mirror (no learning) | ") and lines[3].startswith("| MR+ATT (learned) | ")
+    assert lines[2].startswith("| hypodensity vs mirror (no learning) | ") and lines[3].startswith(
+        "| MR+ATT (learned) | "
+    )
     assert lines[-1].startswith("- hypodensity baseline vs MR+ATT NCCT: ")

@@ -49,6 +49,8 @@ def realism_figure(
     fig, axes = subplots(1, 3, figsize=(13, 4.6))
     for ax, (title, (img, pct)) in zip(axes, panels.items(), strict=True):
         pct_text = "/".join(f"{v:.0f}" for v in pct)
-        im = image_panel(fig, ax, img.T, "gray", (0, 80), bar=False, title=f"{title}\nbrain HU p5/25/50/75/95: {pct_text}")
+        im = image_panel(
+            fig, ax, img.T, "gray", (0, 80), bar=False, title=f"{title}\nbrain HU p5/25/50/75/95: {pct_text}"
+        )
     colorbar(fig, im, list(axes), "HU")
     return fig, {k: v[1] for k, v in panels.items()}
