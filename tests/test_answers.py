@@ -88,7 +88,7 @@ def test_seed_and_config_cell(capsys):
     seed_everything(3)
     a = (random.random(), np.random.rand(), torch.rand(1).item())  # noqa: NPY002
     seed_everything(3)
-    assert (random.random(), np.random.rand(), torch.rand(1).item())  # noqa: NPY002 == a
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == a  # noqa: NPY002
     print_config()
     out = capsys.readouterr().out
     assert f"torch       {torch.__version__}" in out and "bf16 units:" in out and "stroke_helpers 0.1.0" in out
