@@ -6,14 +6,14 @@ One job per module, in the order data flows through them:
 - :mod:`stroke_helpers.download`   fetch and unpack archives safely, resolve the data folder
 - :mod:`stroke_helpers.perfusion`  indicator dilution, SVD deconvolution, perfusion maps, classical thresholds
 - :mod:`stroke_helpers.phantom`    the digital perfusion phantom (the synthetic ISLES-layout dataset)
-- :mod:`stroke_helpers.baseline`   the classical rCBF < 30 % core scored against the expert mask
+- :mod:`stroke_helpers.baseline`   no-learning baselines: the rCBF < 30 % core, NCCT hypodensity
 - :mod:`stroke_helpers.datasets`   normalisation, brain mask, resizing both ways, cached 2D slices, splits
 - :mod:`stroke_helpers.augment`    the paper's augmentations, batched: one composed warp of image and mask per slice
 - :mod:`stroke_helpers.model`      the cross-attention autoencoder with multilevel refinement heads
 - :mod:`stroke_helpers.loss`       class-weight maps and the multilevel refinement loss
 - :mod:`stroke_helpers.metrics`    per-study Dice, precision, recall, HD95, AVD; threshold sweeps
 - :mod:`stroke_helpers.presets`    the ``paper``, ``cpu`` and ``smoke`` settings (and the smoke dataset)
-- :mod:`stroke_helpers.engine`     device, precision, distributed set-up, batched forward passes
+- :mod:`stroke_helpers.engine`     device, precision, distributed set-up, batched forward passes, seeds
 - :mod:`stroke_helpers.runs`       a run's configuration and its folder: config, split, history, checkpoints
 - :mod:`stroke_helpers.train`      the training loop
 - :mod:`stroke_helpers.cascade`    stage 1, the synthetic map ``Ms``, stage 2
@@ -21,6 +21,7 @@ One job per module, in the order data flows through them:
 - :mod:`stroke_helpers.grid`       the experiment grid behind Tables 1 and 2, and the two cascades
 - :mod:`stroke_helpers.report`     every results table, built once from the runs' metrics
 - :mod:`stroke_helpers.chapters`   what the notebooks compute and where their data is; the notebook runner
+- :mod:`stroke_helpers.answers`    the exercises' answer checks, computed from data, truth and results
 - :mod:`stroke_helpers.figures`    pure figure functions (arrays in, a matplotlib Figure out)
 - :mod:`stroke_helpers.widgets`    interactive viewers that own their widgets and draw with :mod:`figures`
 - :mod:`stroke_helpers.arguments`  argument types of the command lines: numbers a command can use

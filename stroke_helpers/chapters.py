@@ -22,7 +22,7 @@ from .grid import ALL_RUN, ROWS, column_name, run_name
 from .inference import THRESHOLD, Predictor
 from .isles import MODALITIES, Study, discover_cases, load_study, read_patients
 from .metrics import dice
-from .perfusion import compute_maps, core_rcbf, hypoperfusion_tmax, reference_hemisphere, select_aif, tissue_mask
+from .perfusion import core_rcbf, hypoperfusion_tmax, reference_hemisphere, select_aif, tissue_mask
 from .phantom import read_cases, read_truth
 from .phantom.anatomy import SLICE_MM
 from .phantom.realism import realism_figure
@@ -178,24 +178,6 @@ def perfusion_curves(study: Study, z: int) -> tuple[np.ndarray, dict[str, np.nda
         f"AIF from {arteries.sum()} voxels, peak {aif.max():.0f} HU"
     )
     return times, curves, summary
-
-
-def recomputed_maps(study: Study) -> tuple[dict[str, np.ndarray], str]:
-    """The perfusion maps recomputed from the study's 4D series, and a table of their medians in
-    healthy tissue and lesion-to-healthy ratios beside the provided maps."""
-    brain = brain_mask(study)
-    series = study.pwi.astype(np.float32)
-    maps = compute_maps(series, study.pwi_time_step, brain, aif=select_aif(series, brain)[0])[0].as_dict()
-    tissue = tissue_mask(study.CT, brain)
-    healthy, lesion = tissue & ~study.mask.astype(bool), tissue & study.mask.astype(bool)
-    lines = ["median in healthy tissue, and lesion / healthy ratio"]
-    for m, r in maps.items():
-        cells = [
-            f"{label} {np.median(v[healthy]):7.2f} (ratio {np.median(v[lesion]) / np.median(v[healthy]):.2f})"
-            for label, v in (("provided", study.images[m]), ("recomputed", r))
-        ]
-        lines.append(f"{m:5s} " + "   ".join(cells))
-    return maps, "\n".join(lines)
 
 
 # --- chapter 1: the phantom's truth as the answer key ----------------------------------------------

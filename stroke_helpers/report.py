@@ -154,9 +154,11 @@ def verdict(c: dict) -> str:
     )
 
 
-def comparisons_markdown(out: Path, split: str = "val") -> str:
+def comparisons_markdown(out: Path, split: str = "val", only: tuple[str, ...] = ()) -> str:
+    """The paired comparisons as a table and one verdict sentence each (``only``: the claims
+    that start with one of these, e.g. ``("MR+ATT vs MR",)``)."""
     lines = ["| claim | mean difference [95 % CI] | studies | resolved |", "|---|---|---|---|"]
-    rows = comparisons(out, split)
+    rows = [c for c in comparisons(out, split) if not only or c["claim"].startswith(only)]
     for c in rows:
         lines.append(
             f"| {c['claim']} | {c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] | {c['n']} | {'yes' if c['resolved'] else 'no'} |"

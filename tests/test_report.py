@@ -91,6 +91,8 @@ def test_tables_comparisons_and_report(tmp_path):
     text = comparisons_markdown(tmp_path)
     assert "MR vs base (All): +0.050 [+0.050, +0.050] over 20 studies; the interval excludes 0" in text
     assert "this sample cannot tell them apart" in text
+    one = comparisons_markdown(tmp_path, only=("MR+ATT vs MR",)).splitlines()
+    assert len(one) == 5 and one[2].startswith("| MR+ATT vs MR (All) |") and one[-1].startswith("- MR+ATT vs MR")
     lines = cascade_markdown(tmp_path).splitlines()
     assert lines[3].startswith("| stage 1 (MR+ATT, All) | 0.65 [")
 
