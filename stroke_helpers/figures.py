@@ -69,9 +69,11 @@ def image_panel(
     return im
 
 
-#: Units of each map, for window sliders and colorbars (the phantom writes CBF and CBV in these
-#: units; RAPID's real maps are only proportional to them).
-UNITS = {"CT": "HU", "CBF": "mL/100 g/min", "CBV": "mL/100 g", "MTT": "s", "Tmax": "s", "4DPWI": "HU"}
+#: Units of each provided map, for window sliders and colorbars: ISLES 2018's CBF and CBV (and
+#: the phantom's, which imitate them) are uncalibrated, only proportional to physical units.
+UNITS = {"CT": "HU", "CBF": "a.u.", "CBV": "a.u.", "MTT": "s", "Tmax": "s", "4DPWI": "HU"}
+#: Physical units, for true maps and maps brought back to them.
+TRUE_UNITS = UNITS | {"CBF": "mL/100 g/min", "CBV": "mL/100 g"}
 
 #: Display windows of docs/decisions.md §5.
 WINDOWS = {"CT": (0, 100), "CBF": (0, 1000), "CBV": (0, 100), "MTT": (0, 20), "Tmax": (0, 20)}
@@ -141,7 +143,7 @@ def ct_realism_figure(
 def study_figure(volumes: dict[str, np.ndarray], z: int, mask: np.ndarray | None = None, title: str = ""):
     """One slice of every modality in its display window, the lesion outline in red."""
     names = [m for m in ("CT", "CBF", "CBV", "MTT", "Tmax") if m in volumes]
-    fig, axes = subplots(1, len(names), figsize=(3.2 * len(names), 3.2))
+    fig, axes = subplots(1, len(names), figsize=(2.9 * len(names), 2.9))
     for ax, m in zip(np.atleast_1d(axes), names):
         image_panel(fig, ax, axial(volumes[m], z), cmap_of(m), display_window(m, volumes[m]), UNITS[m], m)
         if mask is not None and mask[:, :, z].any():
@@ -202,15 +204,16 @@ def time_curves(times: np.ndarray, curves: dict[str, np.ndarray]):
 
 
 def maps_side_by_side(rows: dict[str, dict[str, np.ndarray]], z: int, windows: dict | None = None):
-    """One row per set of maps (e.g. the phantom's true maps, then the deconvolved ones), the
-    same window in every column (the first row's, unless ``windows`` gives one), in its units."""
+    """One row per set of maps in physical units (e.g. the phantom's true maps, then the
+    deconvolved ones brought back to them), the same window down every column (the first row's,
+    unless ``windows`` gives one)."""
     labels = list(rows)
     names = [m for m in ("CBF", "CBV", "MTT", "Tmax") if all(m in rows[k] for k in labels)]
-    fig, axes = subplots(len(labels), len(names), figsize=(3.2 * len(names), 3.0 * len(labels)), squeeze=False)
+    fig, axes = subplots(len(labels), len(names), figsize=(2.9 * len(names), 2.7 * len(labels)), squeeze=False)
     for j, m in enumerate(names):
         window = (windows or {}).get(m) or display_window(m, rows[labels[0]][m])
         for i, label in enumerate(labels):
-            image_panel(fig, axes[i, j], axial(rows[label][m], z), "magma", window, UNITS[m], f"{m}, {label}")
+            image_panel(fig, axes[i, j], axial(rows[label][m], z), "magma", window, TRUE_UNITS[m], f"{m}, {label}")
     return fig
 
 

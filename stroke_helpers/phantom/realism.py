@@ -46,7 +46,7 @@ def realism_figure(
         "real ISLES CT": (real_ct[:, :, z_real], brain_percentiles(real_ct[:, :, z_real])),
         f"CT template, z = {mni_z:.0f} mm": (tpl[::-1], brain_percentiles(tpl, tpl > 0)),
     }
-    fig, axes = subplots(1, 3, figsize=(13, 4.6))
+    fig, axes = subplots(1, 3, figsize=(11, 4.0))
     for ax, (title, (img, pct)) in zip(axes, panels.items(), strict=True):
         pct_text = "/".join(f"{v:.0f}" for v in pct)
         im = image_panel(
