@@ -94,3 +94,25 @@ def test_readme_and_package_docstring_list_every_module():
     for module in sorted(modules):
         assert f":mod:`stroke_helpers.{module}`" in stroke_helpers.__doc__, module
         assert f"`stroke_helpers/{module}.py`" in readme, module
+
+
+def test_chapters_follow_the_template_and_stay_small():
+    """Every chapter: under 2 MB committed, a papermill parameters cell with a seed, a first
+    code cell that prints the configuration and seeds, a take-away after results, exercises with
+    a check or an expected answer, a quiz, a summary and references; no SPEC.md citations."""
+    import json
+
+    for path in sorted((ROOT / "notebooks").glob("0*.ipynb")):
+        assert path.stat().st_size < 2_000_000, path.name
+        nb = json.loads(path.read_text())
+        cells = nb["cells"]
+        params = next(c for c in cells if "parameters" in c["metadata"].get("tags", []))
+        assert re.search(r"^seed = \d+", "".join(params["source"]), re.M), path.name
+        code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+        assert "print_config()" in code[1] and "seed_everything(seed)" in code[1], path.name
+        text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+        for heading in ("## Exercises", "## Quiz", "## Summary", "## References"):
+            assert heading in text, (path.name, heading)
+        assert text.count("**Take-away.**") >= 3, path.name
+        assert "answers.check_" in text or "Expected" in text, path.name
+        assert "SPEC" not in text and "SPEC" not in "\n".join(code), path.name
