@@ -274,8 +274,9 @@ def ncct_darkening(data: Path, n: int | None = None):
 
 def classical_thresholds(study: Study, z: int) -> tuple[list[list[dict]], str]:
     """The rCBF < 30 % core and the Tmax > 6 s region against the expert mask: one row of
-    :func:`~stroke_helpers.figures.segmentation_grid` panels for slice ``z``, and their Dice."""
-    tissue = tissue_mask(study.CT, brain_mask(study))
+    :func:`~stroke_helpers.figures.segmentation_grid` panels for slice ``z``, and their Dice
+    (vessels and CSF excluded, as in :func:`~stroke_helpers.baseline.classical_baseline`)."""
+    tissue = tissue_mask(study.CT, brain_mask(study), cbv=study.CBV)
     ot = study.mask.astype(bool)
     regions = {
         "rCBF < 30 %": core_rcbf(study.CBF, tissue, study.Tmax),

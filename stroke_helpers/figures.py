@@ -187,7 +187,7 @@ def lesion_volume_histogram(volumes_ml, reference_median: float | None = 15.2):
 
 def time_curves(times: np.ndarray, curves: dict[str, np.ndarray]):
     """Time-attenuation curves (HU above baseline) of tissue regions, with the arterial input on
-    the same time axis (its own HU scale on the right: it peaks about ten times higher)."""
+    the same time axis (its own HU scale on the right: it peaks tens of times higher)."""
     fig, ax = subplots(figsize=(7.5, 3.6))
     aif_ax = ax.twinx()
     for name, c in curves.items():
