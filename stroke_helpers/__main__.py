@@ -59,6 +59,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="results folder (default: results/PRESET)")
     r.add_argument("--seed", type=at_least(0), default=0)
     r.add_argument("--seeds", type=at_least(1), help="seeds of the All row and the cascades (default: the preset's)")
+    r.add_argument(
+        "--precision", default="auto", choices=["auto", "bf16", "fp32"], help="fp32: what a CPU without bf16 units runs"
+    )
     r.add_argument("--skip-notebooks", action="store_true")
     r.add_argument("--no-progress", action="store_true")
     x = sub.add_parser("explore", help="serve the classroom explorer app (Voila) on 127.0.0.1")
@@ -116,7 +119,7 @@ def reproduce(args) -> None:
         generate_dataset(data, *preset.cases, args.seed, config, workers=workers, progress=not args.no_progress)
         seconds["dataset"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    grid_seconds = Grid(data, out, args.preset, args.seed, not args.no_progress, args.seeds).run_all()
+    grid_seconds = Grid(data, out, args.preset, args.seed, not args.no_progress, args.seeds, args.precision).run_all()
     seconds["experiment grid and cascades"] = time.perf_counter() - t1
     if not args.skip_notebooks:
         t2 = time.perf_counter()

@@ -63,6 +63,7 @@ class Grid:
     seed: int = 0
     progress: bool = True
     seeds: int | None = None  # None: the preset's
+    precision: str = "auto"  # fp32 measures what a CPU without bf16 units runs
 
     @property
     def all_seeds(self) -> list[int]:
@@ -80,6 +81,7 @@ class Grid:
             attention=attention,
             multilevel=multilevel,
             seed=seed,
+            precision=self.precision,
             progress=self.progress,
         )
 

@@ -46,6 +46,8 @@ def test_grid_has_the_papers_thirty_runs_and_the_seeds(tmp_path):
     assert len(steps) == 30 + 2 * len(ROWS) + 3 * len(CASCADES)
     assert ("cascade", ("cascade_oof", 2)) in steps and ("run", ("base", TABLE2[-1], 1)) in steps
     assert Grid(tmp_path, tmp_path, "smoke").all_seeds == [0, 1, 2]
+    assert grid.config("MR", "CBF").precision == "auto"
+    assert Grid(tmp_path, tmp_path, precision="fp32").config("MR", "CBF").precision == "fp32"  # reproduce --precision
 
 
 def test_bootstrap_interval():
