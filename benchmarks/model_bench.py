@@ -50,6 +50,17 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def timed(fn, device, repeats: int) -> float:
+    """Seconds per call of ``fn``, after one untimed warm-up call."""
+    fn()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t0) / repeats
+
+
 def matmul_peak(device, dtype, sizes=(1024, 2048, 4096), seconds=1.5) -> float:
     """The best achieved GFLOP/s of square matmuls over a few sizes (one size can miss the peak).
 
@@ -116,13 +127,7 @@ def bench_training(kind, widths, size, mode, device, steps) -> dict:
     with FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops()
-    step()
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(device)
-    dt = (time.perf_counter() - t0) / steps
+    dt = timed(step, device, steps)
     return {
         "model": kind,
         "widths": list(widths),
@@ -177,21 +182,12 @@ def bench_augmentation(device, batch=8, repeats=20) -> dict:
         ]
     )
     xc, yc = x.cpu(), y.cpu()
-
-    def timed(fn):
-        fn()
-        sync(device)
-        t0 = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        sync(device)
-        return (time.perf_counter() - t0) / repeats * 1e3
-
     return {
         "batch": batch,
         "size": size,
-        "ours_batched_ms": timed(lambda: ours(x, y)),
-        "monai_per_slice_ms": timed(lambda: [monai({"image": xc[i], "mask": yc[i]}) for i in range(batch)]),
+        "ours_batched_ms": 1e3 * timed(lambda: ours(x, y), device, repeats),
+        "monai_per_slice_ms": 1e3
+        * timed(lambda: [monai({"image": xc[i], "mask": yc[i]}) for i in range(batch)], device, repeats),
     }
 
 
