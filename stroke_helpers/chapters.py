@@ -188,13 +188,18 @@ def has_truth(data: Path) -> bool:
     return (Path(data) / "truth" / "cases.csv").exists()
 
 
+def no_truth(data: Path) -> str:
+    """Why an answer key is missing: real data has no truth folder."""
+    return f"{data}: no truth folder (only the synthetic dataset has one)"
+
+
 def true_vs_deconvolved(data: Path, study: Study, z: int):
     """The phantom's true maps above the maps deconvolved from its noisy 4D series (what ISLES
     provides, here divided by the study's unit scale), same window per column, and a table of
     their medians in healthy tissue and in the true core. ``(None, reason)`` for data without a
     truth folder (real ISLES)."""
     if not has_truth(data):
-        return None, f"{data}: no truth folder (only the synthetic dataset has one)"
+        return None, no_truth(data)
     truth = read_truth(data, study.name)
     row = next(r for r in read_cases(data) if f"{r['split']}/{r['case']}" == study.name)
     # the phantom, like RAPID, writes CBF and CBV in uncalibrated units: undo its scale
@@ -218,7 +223,7 @@ def truth_regions(data: Path, study: Study, z: int):
     """The true core and core + penumbra against the expert mask (OT), on slice ``z``'s Tmax:
     how much of the answer the perfusion state at CTP time holds. ``(None, reason)`` without truth."""
     if not has_truth(data):
-        return None, f"{data}: no truth folder (only the synthetic dataset has one)"
+        return None, no_truth(data)
     truth = read_truth(data, study.name)
     ot = study.mask.astype(bool)
     core, at_risk = truth["core"].astype(bool), (truth["core"] | truth["penumbra"]).astype(bool)
@@ -248,7 +253,7 @@ def ncct_darkening(data: Path, n: int | None = None):
     studies with a core: measured (median HU of healthy tissue minus median HU of the true core)
     and as the phantom set it. ``(None, reason)`` without truth."""
     if not has_truth(data):
-        return None, f"{data}: no truth folder (only the synthetic dataset has one)"
+        return None, no_truth(data)
     rows = [r for r in read_cases(data) if r["split"] == "TRAINING"][:n]
     onset, measured, designed = [], [], []
     for r in rows:
