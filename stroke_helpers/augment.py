@@ -10,8 +10,8 @@ batch (bilinear; the mask is thresholded at 0.5, so it stays binary and moves wi
 Why not a library pipeline: MONAI's per-slice dictionary transforms (the former
 implementation) took about 18 % of a ``cpu``-preset epoch, and Kornia's batched ones, which
 resample once per transform, were barely faster (12 ms per batch of 8). Measured on a 2-core
-AVX512-BF16 CPU by ``benchmarks/model_bench.py``: 3.9 ms per batch of 8 96-px slices here
-against 23 ms for the MONAI list; a ``cpu``-preset epoch went from 3.2 s to 2.3 s. Resampling
+AVX512-BF16 CPU by ``benchmarks/model_bench.py``: 2.0-3.9 ms per batch of 8 96-px slices here
+against 21-23 ms for the MONAI list (two runs); a ``cpu``-preset epoch went from 3.2 s to 2.3 s. Resampling
 once also avoids the blur of five successive bilinear interpolations.
 
 :class:`PaperAugmentation` is called by the training loop on each batch; it draws from its own
