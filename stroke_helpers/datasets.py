@@ -258,7 +258,8 @@ class SliceDataset(torch.utils.data.Dataset):
     preprocessed images (indices into :data:`MODALITIES`, from
     :func:`~stroke_helpers.isles.channel_indices` or ``TrainConfig.channels``), ``mask (1, S, S)`` float32,
     ``brain (1, S, S)``, ``study`` index and ``z``. ``transform(image, mask) -> (image, mask)``
-    is the augmentation hook: applied jointly to all channels and the mask. ``extra
+    is an optional per-slice hook, applied jointly to all channels and the mask (training does not
+    use it: it augments whole batches on tensors, :class:`~stroke_helpers.augment.PaperAugmentation`). ``extra
     (len(arrays), k, S, S)``, when given, is appended after the modalities (the cascade's
     synthetic map ``Ms``).
     """
