@@ -19,6 +19,7 @@ One job per module, in the order data flows through them:
 - :mod:`stroke_helpers.cascade`    stage 1, the synthetic map ``Ms``, stage 2
 - :mod:`stroke_helpers.inference`  a trained run applied to studies: predict, evaluate at native resolution
 - :mod:`stroke_helpers.grid`       the experiment grid behind Tables 1 and 2, and the two cascades
+- :mod:`stroke_helpers.shipped`    the small trained ``cpu`` checkpoint the chapters read when the grid has not run
 - :mod:`stroke_helpers.report`     every results table, built once from the runs' metrics
 - :mod:`stroke_helpers.chapters`   what the notebooks compute and where their data is; the notebook runner
 - :mod:`stroke_helpers.answers`    the exercises' answer checks, computed from data, truth and results
@@ -28,7 +29,7 @@ One job per module, in the order data flows through them:
 - :mod:`stroke_helpers.explorer`   the classroom explorer app (widgets in tabs), served with Voila
 
 ``python -m stroke_helpers`` is the command line (train, cascade, evaluate, predict, baseline,
-reproduce, explore); ``data_download.py`` at the repository's top gets the data.
+reproduce, ship, explore); ``data_download.py`` at the repository's top gets the data.
 """
 
 __version__ = "0.1.0"

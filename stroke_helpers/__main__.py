@@ -1,4 +1,4 @@
-"""Command line: ``python -m stroke_helpers {train,cascade,evaluate,predict,baseline,reproduce,explore} ...``.
+"""Command line: ``python -m stroke_helpers {train,cascade,evaluate,predict,baseline,reproduce,ship,explore} ...``.
 
 The same functions the notebooks call. Bad arguments and bad input print one line starting
 with ``error:`` and exit with status 2; ``--help`` on any command lists its options.
@@ -64,6 +64,12 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--skip-notebooks", action="store_true")
     r.add_argument("--no-progress", action="store_true")
+    s = sub.add_parser("ship", help="write the small shipped checkpoint (MR+ATT All and its cascade) from a cpu run")
+    s.add_argument("--results", default="results/cpu", help="a reproduce output folder (default: results/cpu)")
+    s.add_argument("--data", help="the dataset its runs were trained on (default: the one they name)")
+    s.add_argument("--out", help="default: the repository's checkpoints/cpu")
+    s.add_argument("--force", action="store_true", help="replace --out")
+    s.add_argument("--no-progress", action="store_true")
     x = sub.add_parser("explore", help="serve the classroom explorer app (Voila) on 127.0.0.1")
     x.add_argument("--data", help="ISLES-layout folder (default: DATA/synthetic)")
     x.add_argument("--run", help="a trained run or cascade folder: adds its prediction, attention and Ms")
@@ -162,6 +168,10 @@ def run(args) -> None:
         report_baseline(args.data, args.split, args.out)
     elif args.command == "reproduce":
         reproduce(args)
+    elif args.command == "ship":
+        from .shipped import SHIPPED, ship
+
+        print(ship(args.results, args.out or SHIPPED, args.data, args.force, not args.no_progress))
     elif args.command == "explore":
         from .explorer import serve
 

@@ -15,6 +15,7 @@ import torch
 
 from .augment import paper_augmentation
 from .baseline import classical_baseline
+from .cascade import stage1_maps
 from .datasets import SliceArrays, brain_mask, build_slices
 from .download import data_dir
 from .figures import batch_figure, darkening_figure, maps_side_by_side, segmentation_grid
@@ -28,6 +29,7 @@ from .phantom.anatomy import SLICE_MM
 from .phantom.realism import realism_figure
 from .presets import get_preset
 from .runs import load_model, load_synthetic_maps, metrics_path, read_history, read_split, slices_of, study_indices
+from .shipped import has_weights, is_shipped, results_for_chapters
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 NOTEBOOKS = (
@@ -82,7 +84,9 @@ def notebook_paths(preset: str, data: str = "", results: str = "") -> tuple[str,
     for the smoke preset), with ``DATA_ROOT`` from ``$STROKE_DATA_DIR`` or the repository's
     ``data/``; empty ``results`` means ``$STROKE_RESULTS`` or ``results/PRESET``.
     ``$STROKE_PRESET`` overrides the preset (CI runs the committed notebooks with the smoke
-    preset this way).
+    preset this way). When the default results folder has no grid run yet, the shipped checkpoint
+    stands in for it if it fits the preset and data (:mod:`stroke_helpers.shipped`), and a printed
+    line says so.
     """
     preset = os.environ.get("STROKE_PRESET", preset)
     settings = get_preset(preset)
@@ -94,7 +98,19 @@ def notebook_paths(preset: str, data: str = "", results: str = "") -> tuple[str,
         raise FileNotFoundError(
             f"{data_path}: no dataset; run `python -m stroke_helpers reproduce --preset {preset}` first"
         )
+    if not (results or os.environ.get("STROKE_RESULTS")):
+        results_path, note = results_for_chapters(results_path, data_path, preset)
+        if note:
+            print(note)
     return preset, data_path, results_path
+
+
+def figures_folder(results: Path) -> Path:
+    """Where chapter 05 saves its figure files: ``RESULTS/figures``, or ``results/cpu/figures``
+    when the results are the shipped checkpoint (which is never written to)."""
+    folder = (REPOSITORY / "results" / "cpu" if is_shipped(results) else Path(results)) / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def require_run(results: Path, folder: str) -> Path:
@@ -480,6 +496,8 @@ def cascade_example(cascade: Predictor, arrays: SliceArrays, example: int = 0) -
 def synthetic_map_file(run: Path, data: Path, study: str) -> str:
     """Where a study's ``Ms.nii.gz`` is, and whether it lies on the study's own CT grid."""
     path = run / "synthetic_maps" / study / "Ms.nii.gz"
+    if not path.exists():
+        return f"{path}: not here; the cascade writes it when it trains (the shipped checkpoint leaves these out)"
     ct = load_study(data / study, modalities=("CT",), require_mask=False)
     img = nib.load(path)
     same = img.shape == ct.shape and np.allclose(img.affine, ct.header.get_best_affine())
@@ -490,11 +508,19 @@ def leakage(results: Path, arrays: SliceArrays) -> dict[str, float]:
     """Dice of ``Ms > 0.5`` against the lesions: on the training slices of the in-sample and of
     the out-of-fold cascade (what each hands stage 2 in training), and on the validation slices
     (the reference: a map from a model that never saw them, as every new study gets). A training
-    map far above the reference is a leak."""
+    map far above the reference is a leak. Without a cascade's ``synthetic_maps.pt`` (the shipped
+    checkpoint leaves them out), the in-sample maps are made again from its stage 1, which is
+    how the cascade made them; a missing out-of-fold cascade is left out, with a printed line."""
     out = {}
     for name, folder in (("in-sample", "cascade"), ("out-of-fold", "cascade_oof")):
-        run = require_run(results, folder)
-        ms = load_synthetic_maps(run / "synthetic_maps.pt", arrays)
+        run = Path(results) / "runs" / folder
+        if (run / "synthetic_maps.pt").exists():
+            ms = load_synthetic_maps(run / "synthetic_maps.pt", arrays)
+        elif name == "in-sample" and has_weights(run / "stage1"):
+            ms = stage1_maps(run / "stage1", arrays, np.arange(len(arrays)), torch.device("cpu"))[0]
+        else:
+            print(f"{name}: {run} has no synthetic maps; `python -m stroke_helpers reproduce` trains that cascade")
+            continue
         split = read_split(run / "stage2")
         train = slices_of(arrays, split["train"])
         out[name] = dice(ms[train, 0].numpy() > 0.5, arrays.masks[train].numpy().astype(bool))
@@ -504,7 +530,17 @@ def leakage(results: Path, arrays: SliceArrays) -> dict[str, float]:
 
 
 def paper_figure(results: Path, arrays: SliceArrays, columns, study: str, z: int, title: str):
-    """The paper's Figure 2 (``columns`` = Table 1) or 3 (Table 2) for one slice."""
+    """The paper's Figure 2 (``columns`` = Table 1) or 3 (Table 2) for one slice; None, with a
+    printed line, when some of its runs have no weights (the shipped checkpoint has two)."""
+    missing = [
+        run_name(r, c) for r in ROWS for c in columns if not has_weights(Path(results) / "runs" / run_name(r, c))
+    ]
+    if missing:
+        print(
+            f"{title.split(' (')[0]}: needs the weights of {len(missing)} runs that {results} does not have ({', '.join(missing[:3])}, ...); "
+            "`python -m stroke_helpers reproduce --preset cpu` trains them (about 40 minutes on 2 cores)"
+        )
+        return None
     grid = example_grid(results, arrays, columns, study, z)
     fig = segmentation_grid(grid, row_labels=tuple(ROWS), col_labels=[column_name(c) for c in columns])
     fig.suptitle(title, fontsize=9)

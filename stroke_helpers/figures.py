@@ -14,6 +14,8 @@ units.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -292,6 +294,14 @@ def level_outputs(image: np.ndarray, truth: np.ndarray, levels: np.ndarray, weig
         ax.axis("off")
     colorbar(fig, im, list(axes[1:]), "probability")
     return fig
+
+
+def save(fig, path: Path, dpi: int = STYLE["savefig.dpi"]) -> Path | None:
+    """Write ``fig`` to ``path`` (tight bounding box); nothing for a figure that was not drawn (None)."""
+    if fig is None:
+        return None
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return Path(path)
 
 
 def segmentation_grid(grid: list[list[dict | None]], row_labels=(), col_labels=(), image_label="normalised Tmax"):

@@ -65,14 +65,22 @@ class Predictor:
         return torch.sigmoid(predict_logits(self.model, x, self.device, self.dtype))
 
 
-def evaluate(run_dir: str | Path, split: str = "val", device: str = "auto", progress: bool = True) -> dict:
+def evaluate(
+    run_dir: str | Path,
+    split: str = "val",
+    device: str = "auto",
+    progress: bool = True,
+    data: str | Path | None = None,
+    write: bool = True,
+) -> dict:
     """Score a run per study at native resolution; writes ``RUN/metrics.json`` (``val``) or
-    ``RUN/metrics_{split}.json`` and returns it. ``split``: ``val``, ``train`` or ``test``
-    (the synthetic TESTING split, whose truth the phantom keeps under ``truth/``)."""
+    ``RUN/metrics_{split}.json`` (unless ``write=False``) and returns it. ``split``: ``val``,
+    ``train`` or ``test`` (the synthetic TESTING split, whose truth the phantom keeps under
+    ``truth/``); ``data``: the dataset folder (default: the one the run was trained on)."""
     if split not in ("val", "train", "test"):
         raise ValueError(f"split must be val, train or test, not {split!r}")
     predictor = Predictor(run_dir, device)
-    data = Path(predictor.config.data)
+    data = Path(data or predictor.config.data)
     arrays = build_slices(data, "TESTING" if split == "test" else "TRAINING", predictor.size, progress=progress)
     names = arrays.studies if split == "test" else predictor.split[split]
     rows = []
@@ -91,8 +99,8 @@ def evaluate(run_dir: str | Path, split: str = "val", device: str = "auto", prog
         "studies": rows,
         "summary": summarise(rows),
     }
-    out = metrics_path(run_dir, split)
-    write_json(result, out)
+    if write:
+        write_json(result, metrics_path(run_dir, split))
     return result
 
 

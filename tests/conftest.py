@@ -24,6 +24,19 @@ def phantom_root(tmp_path_factory) -> Path:
     return generate_dataset(out, train_cases=6, test_cases=2, seed=7, config=config, workers=1, progress=False)
 
 
+@pytest.fixture(scope="session")
+def smoke_grid(phantom_root, tmp_path_factory) -> Path:
+    """The three All runs and both cascades of a smoke grid on the phantom (what chapters 2-5 read)."""
+    from stroke_helpers.grid import CASCADES, ROWS, TABLE2, Grid
+
+    grid = Grid(phantom_root, tmp_path_factory.mktemp("results"), "smoke", progress=False)
+    for row in ROWS:
+        grid.run(row, TABLE2[-1])
+    for folder in CASCADES:
+        grid.cascade(folder)
+    return grid.out
+
+
 def make_case(
     split_dir: Path, number: int = 1, shape=(32, 32, 2), frames: int = 10, seed: int = 0, **overrides
 ) -> Path:

@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 
 from stroke_helpers import chapters, figures  # noqa: E402
 from stroke_helpers.datasets import build_slices  # noqa: E402
-from stroke_helpers.grid import ALL_RUN, CASCADES, ROWS, TABLE2, Grid  # noqa: E402
+from stroke_helpers.grid import ALL_RUN, ROWS, TABLE2, Grid  # noqa: E402
 from stroke_helpers.inference import Predictor  # noqa: E402
 from stroke_helpers.isles import MODALITIES  # noqa: E402
 from stroke_helpers.presets import PRESETS  # noqa: E402
@@ -17,14 +17,8 @@ from stroke_helpers.runs import read_split  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def results(phantom_root, tmp_path_factory):
-    """The three All runs and both cascades of a smoke grid (what chapters 2-5 read)."""
-    grid = Grid(phantom_root, tmp_path_factory.mktemp("results"), "smoke", progress=False)
-    for row in ROWS:
-        grid.run(row, TABLE2[-1])
-    for folder in CASCADES:
-        grid.cascade(folder)
-    return grid.out
+def results(smoke_grid):
+    return smoke_grid
 
 
 @pytest.fixture(scope="module")
