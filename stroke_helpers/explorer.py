@@ -5,7 +5,8 @@
 127.0.0.1. Tabs: the maps with window/level, the 4D series with its time-attenuation curves,
 the classical thresholds, and with a trained run its prediction against the expert mask
 (threshold slider, Dice, precision) and its attention per decoder level and synthetic map ``Ms``.
-Without a run it shows the data views and says how to train one.
+Without a run it shows the shipped checkpoint's cascade when that was trained on the data
+(:mod:`stroke_helpers.shipped`), else the data views and how to train a run.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import ipywidgets as W
 
+from . import shipped
 from .chapters import notebook_paths
 from .download import data_dir
 from .isles import MODALITIES, discover_cases, load_study
@@ -180,12 +182,20 @@ class Explorer:
         return self.widget._repr_mimebundle_(**kwargs)
 
 
+def default_run(data: Path, run: str | Path | None) -> Path | None:
+    """``run``, or without one the shipped cascade when it was trained on ``data`` (said in a line)."""
+    if run is None and shipped.fits(data):
+        run = shipped.SHIPPED / "runs" / "cascade"
+        print(f"no --run: showing the shipped checkpoint's cascade, {run}")
+    return check_run(run)
+
+
 def serve(data: str | Path | None, run: str | Path | None, port: int = 8866, open_browser: bool = True) -> int:
     """Serve the app with Voilà on 127.0.0.1 until interrupted; Voilà's exit status."""
     if data is None:
         data = data_dir(None) / "synthetic"
     data = check_data(data).resolve()
-    run = check_run(run)
+    run = default_run(data, run)
     if not 0 < port < 65536:
         raise ValueError(f"--port {port}: not a port number (1-65535)")
     if importlib.util.find_spec("voila") is None:

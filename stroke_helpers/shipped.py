@@ -75,6 +75,14 @@ def describe(results: str | Path) -> str:
     return f"shipped checkpoint {short}" if is_shipped(results) else f"grid run {short}"
 
 
+def fits(data: str | Path, bundle: Path | None = None) -> bool:
+    """Whether the shipped checkpoint was trained on ``data`` (same fingerprint)."""
+    bundle = SHIPPED if bundle is None else bundle
+    if not is_shipped(bundle):
+        return False
+    return data_fingerprint(data) == read_json(bundle / MANIFEST, "shipped checkpoint description")["data_fingerprint"]
+
+
 def results_for_chapters(results: Path, data: Path, preset: str) -> tuple[Path, str]:
     """``(folder, note)``: ``results`` when it holds the grid's ``MR+ATT_All``, else the shipped
     checkpoint when it fits ``preset`` and ``data``; ``note`` says which, and why (empty when the
@@ -88,7 +96,7 @@ def results_for_chapters(results: Path, data: Path, preset: str) -> tuple[Path, 
             results,
             f"{results}: no grid run yet ({train}); the shipped checkpoint is for the {manifest['preset']} preset only",
         )
-    if data_fingerprint(data) != manifest["data_fingerprint"]:
+    if not fits(data):
         return results, (
             f"{results}: no grid run yet ({train}); the shipped checkpoint {SHIPPED} was trained on the "
             f"default synthetic dataset, which {data} is not"

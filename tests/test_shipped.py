@@ -145,3 +145,13 @@ def test_data_fingerprint(phantom_root, tmp_path):
     config.write_text(config.read_text().replace("\nseed,7", "\nseed,8"))
     assert shipped.data_fingerprint(copy) != shipped.data_fingerprint(phantom_root)
     assert shipped.data_fingerprint(tmp_path / "isles") is None  # real data has no truth folder
+
+
+def test_the_explorer_app_defaults_to_the_shipped_cascade(bundle, phantom_root, tmp_path, monkeypatch, capsys):
+    from stroke_helpers.explorer import default_run
+
+    monkeypatch.setattr(shipped, "SHIPPED", bundle)
+    assert default_run(phantom_root, None) == bundle / "runs" / "cascade"
+    assert "shipped checkpoint's cascade" in capsys.readouterr().out
+    assert default_run(phantom_root, bundle / "runs" / ALL_RUN) == bundle / "runs" / ALL_RUN  # a given run wins
+    assert default_run(tmp_path, None) is None  # other data: no run, the data views only
