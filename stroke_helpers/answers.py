@@ -149,6 +149,11 @@ def check_balanced_weights_loss(model, image, mask, answer: str) -> bool:
 def check_leak(leak: dict[str, float], answer: str) -> bool:
     """Chapter 4: which synthetic map hands stage 2 more of the answer on the training slices,
     ``"in-sample"`` or ``"out-of-fold"`` (from :func:`stroke_helpers.chapters.leakage`)?"""
+    missing = {"in-sample", "out-of-fold"} - set(leak)
+    if missing:
+        raise ValueError(
+            f"leak has no {' or '.join(sorted(missing))} figure: `python -m stroke_helpers reproduce` trains both cascades"
+        )
     right = max(("in-sample", "out-of-fold"), key=lambda k: leak[k])
     table = ", ".join(f"{k} {v:.3f}" for k, v in leak.items())
     return _say(answer.strip().lower() == right, f"Dice of Ms > 0.5 against the lesions: {table}")

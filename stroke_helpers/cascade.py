@@ -38,10 +38,15 @@ from tqdm.auto import tqdm
 from .datasets import SliceArrays, build_slices, to_native
 from .engine import autocast_dtype, forward_batches, resolve_device
 from .isles import load_study, write_like
+from .metrics import dice
 from .runs import (
+    RunError,
     TrainConfig,
+    has_weights,
     is_finished,
     load_model,
+    load_synthetic_maps,
+    read_json,
     read_split,
     save_synthetic_maps,
     slices_of,
@@ -84,6 +89,26 @@ def stage1_maps(run_dir: Path, arrays: SliceArrays, slices: np.ndarray, device) 
     raw = synthetic_map(model, arrays.images[:, config.channels], device, dtype)  # one pass over every slice
     scale = ms_scale(raw[train_slices], arrays.brains[train_slices])
     return normalise_ms(raw[slices], scale), scale
+
+
+def ms_leak(run: Path, arrays: SliceArrays) -> dict[str, float]:
+    """Dice of ``Ms > 0.5`` against the lesions on a cascade's ``training`` slices (what stage 2
+    learns from) and its ``validation`` slices (the reference: maps from a model that never saw
+    them). The maps come from ``RUN/synthetic_maps.pt``, or, for an in-sample cascade without it,
+    from its stage 1 again, which is how the cascade made them."""
+    run = Path(run)
+    if (run / "synthetic_maps.pt").exists():
+        ms = load_synthetic_maps(run / "synthetic_maps.pt", arrays)
+    elif read_json(run / "cascade.json", "cascade description")["folds"] == 0 and has_weights(run / "stage1"):
+        ms = stage1_maps(run / "stage1", arrays, np.arange(len(arrays)), torch.device("cpu"))[0]
+    else:
+        raise RunError(f"{run}: no synthetic maps (synthetic_maps.pt)")
+    split = read_split(run / "stage2")
+    leak = {}
+    for key, names in (("training", split["train"]), ("validation", split["val"])):
+        slices = slices_of(arrays, names)
+        leak[key] = dice(ms[slices, 0].numpy() > 0.5, arrays.masks[slices].numpy().astype(bool))
+    return leak
 
 
 def _folds(train_names: list[str], patients: dict[str, str | None], k: int, seed: int) -> list[list[str]]:

@@ -15,7 +15,7 @@ import torch
 
 from .augment import paper_augmentation
 from .baseline import classical_baseline
-from .cascade import stage1_maps
+from .cascade import ms_leak
 from .datasets import SliceArrays, brain_mask, build_slices
 from .download import data_dir
 from .figures import batch_figure, darkening_figure, maps_side_by_side, segmentation_grid
@@ -28,8 +28,16 @@ from .phantom import read_cases, read_truth
 from .phantom.anatomy import SLICE_MM
 from .phantom.realism import realism_figure
 from .presets import get_preset
-from .runs import load_model, load_synthetic_maps, metrics_path, read_history, read_split, slices_of, study_indices
-from .shipped import has_weights, is_shipped, results_for_chapters
+from .runs import (
+    RunError,
+    has_weights,
+    load_model,
+    metrics_path,
+    read_history,
+    read_split,
+    study_indices,
+)
+from .shipped import GRID_TIME, is_shipped, recorded_leakage, results_for_chapters
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 NOTEBOOKS = (
@@ -77,6 +85,12 @@ def publish_notebooks(executed: Path, notebook_dir: Path = REPOSITORY / "noteboo
     return done
 
 
+def checkout_root() -> Path:
+    """The folder ``data/`` and ``results/`` are looked for in: the working directory, or its
+    parent when that is ``notebooks/`` (where Jupyter starts a chapter)."""
+    return Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
+
+
 def notebook_paths(preset: str, data: str = "", results: str = "") -> tuple[str, Path, Path]:
     """What a notebook's parameters resolve to: ``(preset, DATA, RESULTS)``.
 
@@ -90,7 +104,7 @@ def notebook_paths(preset: str, data: str = "", results: str = "") -> tuple[str,
     """
     preset = os.environ.get("STROKE_PRESET", preset)
     settings = get_preset(preset)
-    root = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
+    root = checkout_root()
     default_root = data_dir(None if "STROKE_DATA_DIR" in os.environ else root / "data")
     data_path = Path(data) if data else default_root / settings.dataset
     results_path = Path(results or os.environ.get("STROKE_RESULTS") or root / "results" / preset)
@@ -106,9 +120,9 @@ def notebook_paths(preset: str, data: str = "", results: str = "") -> tuple[str,
 
 
 def figures_folder(results: Path) -> Path:
-    """Where chapter 05 saves its figure files: ``RESULTS/figures``, or ``results/cpu/figures``
+    """Where chapter 05 saves its figure files: ``RESULTS/figures``, or ``results/shipped/figures``
     when the results are the shipped checkpoint (which is never written to)."""
-    folder = (REPOSITORY / "results" / "cpu" if is_shipped(results) else Path(results)) / "figures"
+    folder = (checkout_root() / "results" / "shipped" if is_shipped(results) else Path(results)) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -497,7 +511,10 @@ def synthetic_map_file(run: Path, data: Path, study: str) -> str:
     """Where a study's ``Ms.nii.gz`` is, and whether it lies on the study's own CT grid."""
     path = run / "synthetic_maps" / study / "Ms.nii.gz"
     if not path.exists():
-        return f"{path}: not here; the cascade writes it when it trains (the shipped checkpoint leaves these out)"
+        return (
+            f"{path}: not here (the shipped checkpoint leaves these files out); the cascade writes them when it "
+            "trains: `python -m stroke_helpers cascade --data DATA --out runs/cascade`, about 2 minutes"
+        )
     ct = load_study(data / study, modalities=("CT",), require_mask=False)
     img = nib.load(path)
     same = img.shape == ct.shape and np.allclose(img.affine, ct.header.get_best_affine())
@@ -508,24 +525,20 @@ def leakage(results: Path, arrays: SliceArrays) -> dict[str, float]:
     """Dice of ``Ms > 0.5`` against the lesions: on the training slices of the in-sample and of
     the out-of-fold cascade (what each hands stage 2 in training), and on the validation slices
     (the reference: a map from a model that never saw them, as every new study gets). A training
-    map far above the reference is a leak. Without a cascade's ``synthetic_maps.pt`` (the shipped
-    checkpoint leaves them out), the in-sample maps are made again from its stage 1, which is
-    how the cascade made them; a missing out-of-fold cascade is left out, with a printed line."""
+    map far above the reference is a leak (:func:`~stroke_helpers.cascade.ms_leak`). A cascade
+    without its maps (the shipped checkpoint's out-of-fold one) gives the figures recorded when
+    it was shipped, or is left out; a printed line says which."""
     out = {}
     for name, folder in (("in-sample", "cascade"), ("out-of-fold", "cascade_oof")):
-        run = Path(results) / "runs" / folder
-        if (run / "synthetic_maps.pt").exists():
-            ms = load_synthetic_maps(run / "synthetic_maps.pt", arrays)
-        elif name == "in-sample" and has_weights(run / "stage1"):
-            ms = stage1_maps(run / "stage1", arrays, np.arange(len(arrays)), torch.device("cpu"))[0]
-        else:
-            print(f"{name}: {run} has no synthetic maps; `python -m stroke_helpers reproduce` trains that cascade")
-            continue
-        split = read_split(run / "stage2")
-        train = slices_of(arrays, split["train"])
-        out[name] = dice(ms[train, 0].numpy() > 0.5, arrays.masks[train].numpy().astype(bool))
-        val = slices_of(arrays, split["val"])
-        out["validation"] = dice(ms[val, 0].numpy() > 0.5, arrays.masks[val].numpy().astype(bool))
+        try:
+            leak = ms_leak(Path(results) / "runs" / folder, arrays)
+        except RunError as exc:
+            leak = recorded_leakage(results).get(folder)
+            if leak is None:
+                print(f"{name}: {exc}; `python -m stroke_helpers reproduce` trains that cascade")
+                continue
+            print(f"{name}: recorded from the grid's own maps when the checkpoint was shipped (its maps do not ship)")
+        out[name], out["validation"] = leak["training"], leak["validation"]
     return out
 
 
@@ -538,7 +551,7 @@ def paper_figure(results: Path, arrays: SliceArrays, columns, study: str, z: int
     if missing:
         print(
             f"{title.split(' (')[0]}: needs the weights of {len(missing)} runs that {results} does not have ({', '.join(missing[:3])}, ...); "
-            "`python -m stroke_helpers reproduce --preset cpu` trains them (about 40 minutes on 2 cores)"
+            f"`python -m stroke_helpers reproduce --preset cpu` trains them ({GRID_TIME})"
         )
         return None
     grid = example_grid(results, arrays, columns, study, z)

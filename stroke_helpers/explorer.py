@@ -26,6 +26,7 @@ from . import shipped
 from .chapters import notebook_paths
 from .download import data_dir
 from .isles import MODALITIES, discover_cases, load_study
+from .runs import in_shipped_checkpoint
 from .widgets import AttentionExplorer, ClassicalExplorer, SeriesViewer, StudyBrowser, ThresholdExplorer
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "explorer.ipynb"
@@ -102,7 +103,8 @@ class Explorer:
         self._loaded: tuple[str, object] | None = None
         self.study.observe(lambda _c: self._show(), names="value")
         self.tabs.observe(lambda _c: self._show(), names="selected_index")
-        run_line = f"run <code>{html.escape(str(self.run))}</code>" if self.run else "no trained run"
+        shipped_note = " (the shipped checkpoint)" if self.run and in_shipped_checkpoint(self.run) else ""
+        run_line = f"run <code>{html.escape(str(self.run))}</code>{shipped_note}" if self.run else "no trained run"
         header = W.HTML(f"data <code>{html.escape(str(self.data))}</code>, {run_line}")
         self.widget = W.VBox([header, self.study, self.status, self.tabs])
         self.widget.add_class("stroke-explorer")

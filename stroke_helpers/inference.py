@@ -24,7 +24,16 @@ from .engine import autocast_dtype, predict_logits, resolve_device
 from .isles import load_study, write_like
 from .metrics import METRICS, study_metrics, summarise
 from .phantom.truth import load_study_truth
-from .runs import RunError, load_model, metrics_path, read_json, read_split, study_indices, write_json
+from .runs import (
+    RunError,
+    in_shipped_checkpoint,
+    load_model,
+    metrics_path,
+    read_json,
+    read_split,
+    study_indices,
+    write_json,
+)
 
 THRESHOLD = 0.5
 
@@ -79,6 +88,8 @@ def evaluate(
     ``truth/``); ``data``: the dataset folder (default: the one the run was trained on)."""
     if split not in ("val", "train", "test"):
         raise ValueError(f"split must be val, train or test, not {split!r}")
+    if write and in_shipped_checkpoint(run_dir):
+        raise RunError(f"{run_dir}: part of the shipped checkpoint, which is never rewritten (its scores are in it)")
     predictor = Predictor(run_dir, device)
     data = Path(data or predictor.config.data)
     arrays = build_slices(data, "TESTING" if split == "test" else "TRAINING", predictor.size, progress=progress)

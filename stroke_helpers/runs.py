@@ -265,6 +265,21 @@ def load_model(run_dir: str | Path, which: str = "best", device: str | torch.dev
     return model.to(device).eval(), config
 
 
+def has_weights(run_dir: str | Path) -> bool:
+    """Whether a run folder can predict: a model's ``best.pt``, or a cascade's stage 2."""
+    run_dir = Path(run_dir)
+    return (run_dir / "best.pt").is_file() or (run_dir / "stage2" / "best.pt").is_file()
+
+
+#: The description file of the shipped checkpoint (:mod:`stroke_helpers.shipped`).
+SHIPPED_MANIFEST = "shipped.json"
+
+
+def in_shipped_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` lies in a shipped checkpoint, which is read and never written."""
+    return any((p / SHIPPED_MANIFEST).is_file() for p in [Path(path).resolve(), *Path(path).resolve().parents])
+
+
 def is_finished(run_dir: str | Path, epochs: int | None = None) -> bool:
     """Whether a run folder holds a run that completed ``epochs`` (default: its own) epochs."""
     last = Path(run_dir) / "last.pt"

@@ -7,15 +7,18 @@ so every function that takes a results folder reads it unchanged. It holds:
   stage 1 is that same model (one file, twice: git stores it once);
 - every other run of the grid **without weights**: its per-study scores, learning curve,
   configuration and split, so the chapters' tables, paired comparisons and learning curves show
-  the committed run.
+  the committed run; and, in ``shipped.json``, the leak figures of chapter 04, which need the
+  out-of-fold cascade's fold models.
 
 It is made by ``python -m stroke_helpers reproduce --preset cpu`` and then
 ``python -m stroke_helpers ship`` (:func:`ship`), which halves the weights and scores the halved
 models again, so the shipped scores are those of the shipped weights. ``shipped.json`` records
-the commands, the data's fingerprint, the versions and those scores.
+the commands, the data's settings and fingerprint, the versions and precision, and those scores.
+Nothing ever writes into it (``evaluate`` refuses; chapter 05 saves its figures elsewhere).
 
 A model fits the data it was trained on: the bundle is used only when the dataset's
-:func:`data_fingerprint` (the phantom's settings and case list) matches the one it was made from.
+:func:`data_fingerprint` (the phantom's version, settings and case list) matches the one it was
+made from.
 """
 
 from __future__ import annotations
@@ -28,84 +31,118 @@ from pathlib import Path
 
 import torch
 
-from .grid import ALL_RUN, has_test_truth
+from .cascade import ms_leak
+from .datasets import build_slices
+from .engine import autocast_dtype
+from .grid import ALL_RUN, CASCADES, has_test_truth
 from .inference import evaluate
+from .phantom import read_cases, read_config
+from .runs import SHIPPED_MANIFEST as MANIFEST
 from .runs import RunError, atomic_save, load_config, load_state, metrics_path, read_json, write_json
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "cpu"
-MANIFEST = "shipped.json"
 WEIGHTS = (ALL_RUN, "cascade")  # the runs whose weights ship; the cascade's stage 1 is ALL_RUN
+CHAPTER_RUNS = (ALL_RUN, *CASCADES)  # the grid is ready for the chapters with these
 SMALL_FILES = ("config.json", "split.json", "history.csv", "metrics.json", "metrics_test.json", "cascade.json")
-COMMANDS = ("python -m stroke_helpers reproduce --preset cpu", "python -m stroke_helpers ship")
-IGNORED_SETTINGS = ("key", "atlas", "write_pwi", "compress")  # the header; where the atlas is; file format
-CASE_COLUMNS = ("split", "case", "patient", "slab", "n_slices", "site", "territory", "side", "seed")
+RECIPE = "python -m stroke_helpers reproduce --preset cpu"
+GRID_TIME = "36-48 minutes on 2 cores"  # measured: README, "Results on the synthetic dataset"
+FILE_SETTINGS = ("atlas", "write_pwi", "compress")  # where the atlas was, how files were written
+CASE_COLUMNS = ("split", "case", "patient", "slab", "n_slices", "n_frames", "site", "territory", "side", "seed")
 
 
-def data_fingerprint(data: str | Path) -> str | None:
-    """A short hash of what defines a generated phantom dataset: its settings (``truth/config.csv``,
-    without the machine's atlas path and the two that only change how files are written) and its
-    cases (``truth/cases.csv``: ids, sites, seeds).
-    None for data without the phantom's truth folder (real ISLES 2018)."""
-    import csv
-
+def data_settings(data: str | Path) -> dict[str, str] | None:
+    """The phantom's settings that define its data (``truth/config.csv`` without
+    :data:`FILE_SETTINGS`), or None for data without the phantom's truth (real ISLES 2018)."""
     truth = Path(data) / "truth"
     if not (truth / "config.csv").is_file() or not (truth / "cases.csv").is_file():
         return None
-    h = hashlib.sha256()
-    with open(truth / "config.csv", newline="") as f:
-        h.update(repr(sorted((k, v) for k, v in csv.reader(f) if k not in IGNORED_SETTINGS)).encode())
-    with open(truth / "cases.csv", newline="") as f:
-        h.update(repr([[row.get(c) for c in CASE_COLUMNS] for row in csv.DictReader(f)]).encode())
-    return h.hexdigest()[:16]
+    return {k: v for k, v in read_config(data).items() if k not in FILE_SETTINGS}
 
 
-def has_weights(run: str | Path) -> bool:
-    """Whether a run folder can predict (a model's ``best.pt``, or a cascade's stage 2)."""
-    run = Path(run)
-    return (run / "best.pt").is_file() or (run / "stage2" / "best.pt").is_file()
+def data_fingerprint(data: str | Path) -> str | None:
+    """A short hash of what defines a generated phantom dataset: :func:`data_settings` and its
+    cases (ids, slabs, frames, sites, seeds), or None for data without the phantom's truth."""
+    settings = data_settings(data)
+    if settings is None:
+        return None
+    cases = [[row.get(c) for c in CASE_COLUMNS] for row in read_cases(data)]
+    return hashlib.sha256(repr((sorted(settings.items()), cases)).encode()).hexdigest()[:16]
 
 
 def is_shipped(results: str | Path) -> bool:
     return (Path(results) / MANIFEST).is_file()
 
 
-def describe(results: str | Path) -> str:
-    """Where a chapter's results come from, in a few words (for table headers and titles)."""
+def manifest(bundle: str | Path | None = None) -> dict | None:
+    """``shipped.json`` of ``bundle`` (default: the repository's), or None without one."""
+    bundle = Path(bundle or SHIPPED)
+    return read_json(bundle / MANIFEST, "shipped checkpoint description") if is_shipped(bundle) else None
+
+
+def source_label(results: str | Path) -> str:
+    """Where a chapter's results come from, in a few words (for table headers and figure titles)."""
     short = "/".join(Path(results).resolve().parts[-2:])
     return f"shipped checkpoint {short}" if is_shipped(results) else f"grid run {short}"
 
 
-def fits(data: str | Path, bundle: Path | None = None) -> bool:
-    """Whether the shipped checkpoint was trained on ``data`` (same fingerprint)."""
-    bundle = SHIPPED if bundle is None else bundle
-    if not is_shipped(bundle):
-        return False
-    return data_fingerprint(data) == read_json(bundle / MANIFEST, "shipped checkpoint description")["data_fingerprint"]
+def grid_ready(results: str | Path) -> bool:
+    """Whether ``results`` holds every run the chapters load a model from (the grid trains the
+    out-of-fold cascade last, after all the table runs)."""
+    return all(metrics_path(Path(results) / "runs" / name).exists() for name in CHAPTER_RUNS)
+
+
+def mismatch(data: str | Path, described: dict) -> str:
+    """Why ``data`` is not the dataset a shipped checkpoint was trained on ('' when it is)."""
+    settings = data_settings(data)
+    if settings is None:
+        return "it is not a generated synthetic dataset (no truth/ folder)"
+    if data_fingerprint(data) == described["data_fingerprint"]:
+        return ""
+    trained = described["data_settings"]
+    differ = [
+        f"{k} {settings.get(k, 'unset')} (trained: {trained.get(k, 'unset')})"
+        for k in sorted(trained.keys() | settings.keys())
+        if settings.get(k) != trained.get(k)
+    ]
+    return "; ".join(differ) or "its cases differ"
+
+
+def fits(data: str | Path) -> bool:
+    """Whether the repository's shipped checkpoint was trained on ``data``."""
+    described = manifest()
+    return described is not None and not mismatch(data, described)
 
 
 def results_for_chapters(results: Path, data: Path, preset: str) -> tuple[Path, str]:
-    """``(folder, note)``: ``results`` when it holds the grid's ``MR+ATT_All``, else the shipped
-    checkpoint when it fits ``preset`` and ``data``; ``note`` says which, and why (empty when the
-    grid's own results are used)."""
-    if metrics_path(Path(results) / "runs" / ALL_RUN).exists() or not is_shipped(SHIPPED):
+    """``(folder, note)``: ``results`` when its grid is ready for the chapters
+    (:func:`grid_ready`), else the shipped checkpoint when it fits ``preset`` and ``data``; the
+    note says which, and why (empty when the grid's own results are used)."""
+    described = manifest()
+    if grid_ready(results) or described is None:
         return results, ""
-    manifest = read_json(SHIPPED / MANIFEST, "shipped checkpoint description")
-    train = f"`python -m stroke_helpers reproduce --preset {preset}` trains the whole grid"
-    if preset != manifest["preset"]:
+    done = len(list(Path(results).glob("runs/*/metrics.json")))
+    state = f"{results}: the grid is not finished ({done} runs evaluated)" if done else f"{results}: no grid run yet"
+    train = f"`python -m stroke_helpers reproduce --preset {preset}` trains (or resumes) the grid"
+    train += f", {GRID_TIME}" if preset == "cpu" else ""
+    if preset != described["preset"]:
+        return results, f"{state}; the shipped checkpoint is for the {described['preset']} preset only. {train}."
+    why = mismatch(data, described)
+    if why:
         return (
             results,
-            f"{results}: no grid run yet ({train}); the shipped checkpoint is for the {manifest['preset']} preset only",
-        )
-    if not fits(data):
-        return results, (
-            f"{results}: no grid run yet ({train}); the shipped checkpoint {SHIPPED} was trained on the "
-            f"default synthetic dataset, which {data} is not"
+            f"{state}; the shipped checkpoint was trained on the default synthetic dataset, and {data} is not it: {why}. {train}.",
         )
     return SHIPPED, (
-        f"{results}: no grid run yet, so this chapter shows the SHIPPED CHECKPOINT {SHIPPED}: the trained "
-        f"weights of {' and '.join(WEIGHTS)}, and the other runs' scores without weights "
-        f"(made by `{' && '.join(manifest['commands'])}` on {manifest['date']}). {train} (about 40 minutes on 2 cores)."
+        f"{state}, so this chapter shows the SHIPPED CHECKPOINT {SHIPPED}: the trained weights of "
+        f"{' and '.join(WEIGHTS)}, and the other runs' scores without weights (made by "
+        f"`{' && '.join(described['commands'])}` on {described['date']}). {train}."
     )
+
+
+def recorded_leakage(results: str | Path) -> dict[str, dict[str, float]]:
+    """``{cascade: ms_leak(...)}`` from the grid's own maps when ``results`` was shipped ({} otherwise)."""
+    described = manifest(results) if is_shipped(results) else None
+    return dict(described.get("leakage", {})) if described else {}
 
 
 def _halve(src: Path, dst: Path) -> None:
@@ -116,8 +153,36 @@ def _halve(src: Path, dst: Path) -> None:
     atomic_save(state, dst)
 
 
-def _mean_dice(metrics: dict) -> float:
-    return round(float(metrics["summary"]["dice"]["mean"]), 4)
+def _copy_small_files(results: Path, out: Path) -> None:
+    """Every run's configuration, split, learning curve and scores; no weights, no maps."""
+    for source in sorted((results / "runs").rglob("*")):
+        if source.name in SMALL_FILES and source.is_file():
+            (out / source.relative_to(results)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, out / source.relative_to(results))
+
+
+def _rescore(results: Path, out: Path, data: Path, progress: bool) -> dict:
+    """Score the halved models again (written over the copied scores); both means, per split."""
+    scores = {}
+    for name in WEIGHTS:
+        for split in ("val", "test") if has_test_truth(data) else ("val",):
+            grid = read_json(metrics_path(results / "runs" / name, split), "metrics")["summary"]["dice"]["mean"]
+            halved = evaluate(out / "runs" / name, split, "cpu", progress, data=data, write=False)
+            write_json(halved | {"run": f"runs/{name}"}, metrics_path(out / "runs" / name, split))
+            shipped = halved["summary"]["dice"]["mean"]
+            scores[f"{name} {split}"] = {"grid (fp32 weights)": round(grid, 4), "shipped (fp16)": round(shipped, 4)}
+    return scores
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Move ``tmp`` to ``out``; a previous ``out`` is set aside first and removed last."""
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.replace(out, old)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def ship(
@@ -127,54 +192,46 @@ def ship(
     force: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Write the shipped checkpoint from a ``reproduce`` output folder and return it.
+    """Write the shipped checkpoint from a finished ``reproduce`` output folder and return it.
 
     ``data`` is the dataset the runs were trained on (default: the one their configuration
     names). An existing ``out`` is kept (error) unless ``force``; the bundle is built in
     ``OUT.partial`` and moved into place at the end.
     """
     results, out = Path(results), Path(out)
-    for name in WEIGHTS:
+    for name in CHAPTER_RUNS:
         if not metrics_path(results / "runs" / name).exists():
-            raise RunError(f"{results / 'runs' / name}: no evaluated run; `{COMMANDS[0]}` makes it first")
+            raise RunError(f"{results / 'runs' / name}: no evaluated run; `{RECIPE}` makes it first")
     if out.exists() and any(out.iterdir()) and not force:
         raise FileExistsError(f"{out} already exists; pass --force to replace it")
-    data = Path(data or load_config(results / "runs" / ALL_RUN).data)
-    fingerprint = data_fingerprint(data)
-    if fingerprint is None:
-        raise RunError(
-            f"{data}: not a generated synthetic dataset (no truth/); the shipped checkpoint is trained on one"
-        )
-    preset = load_config(results / "runs" / ALL_RUN).preset  # the repository ships the cpu preset's
+    config = load_config(results / "runs" / ALL_RUN)
+    if out.resolve() == SHIPPED.resolve() and config.preset != "cpu":
+        raise RunError(f"{results}: a {config.preset}-preset run; {SHIPPED} is the cpu preset's")
+    data_path = Path(data or config.data)
+    if not (data_path / "TRAINING").is_dir():
+        raise FileNotFoundError(f"{data_path}: no dataset there; pass --data, the dataset these runs were trained on")
+    if data_settings(data_path) is None:
+        raise RunError(f"{data_path}: not a generated synthetic dataset (no truth/); the shipped checkpoint needs one")
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    for source in sorted((results / "runs").rglob("*")):  # every run's small files, weights left out
-        if source.name in SMALL_FILES and source.is_file():
-            (tmp / source.relative_to(results)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, tmp / source.relative_to(results))
+    _copy_small_files(results, tmp)
     for weights in (f"{ALL_RUN}/best.pt", "cascade/stage1/best.pt", "cascade/stage2/best.pt"):
         _halve(results / "runs" / weights, tmp / "runs" / weights)  # stage 1 is ALL_RUN: the same bytes
-    scores = {}
-    splits = ("val", "test") if has_test_truth(data) else ("val",)
-    for name in WEIGHTS:
-        for split in splits:
-            grid = read_json(metrics_path(results / "runs" / name, split), "metrics")
-            shipped = evaluate(tmp / "runs" / name, split, "cpu", progress, data=data)
-            write_json(shipped | {"run": f"runs/{name}"}, metrics_path(tmp / "runs" / name, split))
-            scores[f"{name} {split}"] = {"grid (fp32 weights)": _mean_dice(grid), "shipped (fp16)": _mean_dice(shipped)}
-    manifest = {
-        "preset": preset,
-        "data": str(data),
-        "data_fingerprint": fingerprint,
-        "commands": list(COMMANDS),
+    arrays = build_slices(data_path, "TRAINING", config.settings.size, progress=progress)
+    ship_command = f"python -m stroke_helpers ship --results {results}" + (f" --data {data}" if data else "")
+    described = {
+        "preset": config.preset,
+        "data": str(data_path),
+        "data_fingerprint": data_fingerprint(data_path),
+        "data_settings": data_settings(data_path),
+        "commands": [RECIPE, ship_command + ("" if out.resolve() == SHIPPED.resolve() else f" --out {out}")],
         "date": datetime.date.today().isoformat(),
         "torch": torch.__version__,
         "weights": {name: "fp16" for name in WEIGHTS},
-        "mean_dice": scores,
+        "evaluated_in": "bf16 autocast" if autocast_dtype(torch.device("cpu"), config.precision) else "fp32",
+        "mean_dice": _rescore(results, tmp, data_path, progress),
+        "leakage": {c: {k: round(v, 4) for k, v in ms_leak(results / "runs" / c, arrays).items()} for c in CASCADES},
     }
-    write_json(manifest, tmp / MANIFEST)
-    if out.exists():
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, out)
+    write_json(described, tmp / MANIFEST)
+    _replace(tmp, out)
     return out

@@ -30,6 +30,11 @@ from .territories import load_territories
 ISLES_SLICES = {2: 51, 4: 19, 8: 9, 16: 13, 22: 2}
 
 
+#: Raised whenever a change to the generator changes the data a seed gives; recorded in
+#: ``truth/config.csv``, so a model trained on one version is never taken for another's.
+PHANTOM_VERSION = 2
+
+
 def slab_sizes(rng, n_cases: int) -> list[int]:
     """Slice counts for ``n_cases`` slabs in the ISLES proportions (exactly ISLES's 502 for 94)."""
     total = sum(ISLES_SLICES.values())
@@ -181,7 +186,8 @@ def generate_dataset(
     rows = []
     for batch in tqdm(_run_jobs(jobs, workers), total=len(jobs), desc="phantom patients", disable=not progress):
         rows += batch
-    settings = {"seed": seed, "train_cases": train_cases, "test_cases": test_cases} | territories.record()
+    settings = {"phantom_version": PHANTOM_VERSION, "seed": seed, "train_cases": train_cases, "test_cases": test_cases}
+    settings |= territories.record()
     _write_tables(tmp, rows, config, settings)
     if out.exists():
         shutil.rmtree(out)
