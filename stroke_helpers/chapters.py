@@ -31,6 +31,7 @@ from .presets import get_preset
 from .runs import (
     RunError,
     has_weights,
+    in_shipped_checkpoint,
     load_model,
     metrics_path,
     read_history,
@@ -511,9 +512,10 @@ def synthetic_map_file(run: Path, data: Path, study: str) -> str:
     """Where a study's ``Ms.nii.gz`` is, and whether it lies on the study's own CT grid."""
     path = run / "synthetic_maps" / study / "Ms.nii.gz"
     if not path.exists():
+        why = " (the shipped checkpoint leaves these files out)" if in_shipped_checkpoint(run) else ""
         return (
-            f"{path}: not here (the shipped checkpoint leaves these files out); the cascade writes them when it "
-            "trains: `python -m stroke_helpers cascade --data DATA --out runs/cascade`, about 2 minutes"
+            f"{path}: not here{why}; the cascade writes them when it trains: "
+            "`python -m stroke_helpers cascade --data DATA --out runs/cascade`, about 2 minutes"
         )
     ct = load_study(data / study, modalities=("CT",), require_mask=False)
     img = nib.load(path)

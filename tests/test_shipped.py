@@ -182,7 +182,9 @@ def test_chapters_run_on_the_shipped_checkpoint_and_leave_it_untouched(
     study, z = chapters.largest_lesion_slice(arrays, read_split(bundle / "runs" / ALL_RUN)["val"])
     assert chapters.paper_figure(bundle, arrays, TABLE1, study, z, "Figure 2 (label)") is None
     assert "Figure 2: needs the weights of 15 runs" in capsys.readouterr().out
-    assert "not here" in chapters.synthetic_map_file(cascade, phantom_root, arrays.studies[0])
+    assert "not here (the shipped checkpoint leaves" in chapters.synthetic_map_file(
+        cascade, phantom_root, arrays.studies[0]
+    )
     assert chapters.figure4(bundle, arrays, n=2).axes  # needs only the two shipped models
     assert _hashes(bundle) == before
 
