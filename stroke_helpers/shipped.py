@@ -70,6 +70,7 @@ def data_fingerprint(data: str | Path) -> str | None:
 
 
 def is_shipped(results: str | Path) -> bool:
+    """Whether ``results`` is itself a shipped checkpoint (not merely a folder inside one)."""
     return (Path(results) / MANIFEST).is_file()
 
 
@@ -141,8 +142,7 @@ def results_for_chapters(results: Path, data: Path, preset: str) -> tuple[Path, 
 
 def recorded_leakage(results: str | Path) -> dict[str, dict[str, float]]:
     """``{cascade: ms_leak(...)}`` from the grid's own maps when ``results`` was shipped ({} otherwise)."""
-    described = manifest(results) if is_shipped(results) else None
-    return dict(described.get("leakage", {})) if described else {}
+    return (manifest(results) or {}).get("leakage", {})
 
 
 def _halve(src: Path, dst: Path) -> None:
