@@ -20,20 +20,21 @@ import sys
 import time
 from pathlib import Path
 
+from stroke_helpers import locations
 from stroke_helpers.arguments import at_least
-from stroke_helpers.download import ATLAS_CREDIT, DownloadError, data_dir, fetch_arterial_atlas, fetch_isles2018
+from stroke_helpers.download import ATLAS_CREDIT, DownloadError, fetch_arterial_atlas, fetch_isles2018
 from stroke_helpers.isles import IslesError, format_summary, verify_dataset
 
 
 def _isles(args) -> int:
-    out = data_dir(args.out) / "isles2018" if args.out is None else Path(args.out)
+    out = locations.dataset("isles2018", args.out)
     splits = fetch_isles2018(out, archive=args.archive, url=args.url, md5=args.md5, force=args.force)
     print(f"installed {', '.join(splits)} into {out}")
     return _verify(argparse.Namespace(dir=out))
 
 
 def _atlas(args) -> int:
-    out = data_dir() / "atlas" if args.out is None else Path(args.out)
+    out = locations.atlas(args.out)
     fetch_arterial_atlas(out, source=args.source)
     print(f"arterial territory atlas in {out}\n  {ATLAS_CREDIT}")
     return 0
@@ -42,8 +43,7 @@ def _atlas(args) -> int:
 def _synthetic(args) -> int:
     from stroke_helpers.phantom import PhantomConfig, generate_dataset
 
-    out = data_dir(args.out) / "synthetic" if args.out is None else Path(args.out)
-    atlas = data_dir() / "atlas" if args.atlas is None else Path(args.atlas)
+    out, atlas = locations.dataset("synthetic", args.out), locations.atlas(args.atlas)
     config = PhantomConfig(write_pwi=not args.no_pwi, atlas=str(atlas))
     start = time.perf_counter()
     generate_dataset(out, args.train_cases, args.test_cases, args.seed, config, workers=args.workers, force=args.force)

@@ -68,12 +68,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("results") / "widgets.json")
     args = ap.parse_args(argv)
 
-    from stroke_helpers.download import data_dir
+    from stroke_helpers import locations
     from stroke_helpers.explorer import TABS, Explorer
     from stroke_helpers.isles import discover_cases
     from stroke_helpers.widgets import ClassicalExplorer, SeriesViewer, StudyBrowser
 
-    data = args.data or data_dir(None) / "synthetic"
+    data = locations.dataset("synthetic", args.data)
     browser = StudyBrowser(discover_cases(data))
     study = browser.current
     series, classical = SeriesViewer(study), ClassicalExplorer(study)

@@ -10,15 +10,23 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import locations
+from .architectures import ARCHITECTURES, DEFAULT
 from .arguments import at_least, folds
-from .isles import MODALITIES
+from .modalities import ALL
 from .presets import PRESETS
 
 
 def _training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="ISLES-layout folder (with TRAINING/)")
     p.add_argument("--preset", default="cpu", choices=list(PRESETS))
-    p.add_argument("--modalities", default=",".join(MODALITIES), help=f"comma-separated, from {','.join(MODALITIES)}")
+    p.add_argument("--modalities", default=ALL, help=f"comma-separated, from {ALL}")
+    p.add_argument(
+        "--architecture",
+        default=DEFAULT,
+        choices=list(ARCHITECTURES),
+        help="the model: " + "; ".join(f"{a.name}: {a.summary}" for a in ARCHITECTURES.values()),
+    )
     p.add_argument("--epochs", type=at_least(1), help="default: the preset's")
     p.add_argument("--seed", type=at_least(0), default=0)
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
@@ -55,8 +63,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, help="also write the per-study rows and the summary to this JSON file")
     r = sub.add_parser("reproduce", help="the main job: data, the experiment grid, cascades, notebooks, report")
     r.add_argument("--preset", default="cpu", choices=list(PRESETS))
-    r.add_argument("--data", help="ISLES-layout folder; generated when it has no TRAINING/ (default: DATA/synthetic)")
-    r.add_argument("--out", help="results folder (default: results/PRESET)")
+    r.add_argument(
+        "--data", help="ISLES-layout folder; generated when it has no TRAINING/ (default: DATA/<preset's dataset>)"
+    )
+    r.add_argument("--out", help="results folder (default: $STROKE_RESULTS, else results/PRESET)")
     r.add_argument("--seed", type=at_least(0), default=0)
     r.add_argument("--seeds", type=at_least(1), help="seeds of the All row and the cascades (default: the preset's)")
     r.add_argument(
@@ -65,9 +75,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--skip-notebooks", action="store_true")
     r.add_argument("--no-progress", action="store_true")
     s = sub.add_parser("ship", help="write the small shipped checkpoint (MR+ATT All and its cascade) from a cpu run")
-    s.add_argument("--results", default="results/cpu", help="a reproduce output folder (default: results/cpu)")
+    s.add_argument("--results", help="a reproduce results folder (default: $STROKE_RESULTS, else results/cpu)")
     s.add_argument("--data", help="the dataset its runs were trained on (default: the one they name)")
-    s.add_argument("--out", help="default: the repository's checkpoints/cpu")
+    s.add_argument("--out", help="default: the checkout's checkpoints/cpu")
     s.add_argument("--force", action="store_true", help="replace --out")
     s.add_argument("--no-progress", action="store_true")
     x = sub.add_parser("explore", help="serve the classroom explorer app (Voila) on 127.0.0.1")
@@ -81,13 +91,13 @@ def parser() -> argparse.ArgumentParser:
 def _config(args, **switches):
     from .runs import TrainConfig
 
-    if not Path(args.data, "TRAINING").is_dir():
-        raise FileNotFoundError(f"{args.data}: no TRAINING folder (generate one: python data_download.py synthetic)")
+    locations.require_dataset(args.data)
     return TrainConfig(
         data=args.data,
         out=args.out,
         preset=args.preset,
         modalities=args.modalities,
+        architecture=args.architecture,
         epochs=args.epochs,
         seed=args.seed,
         precision=args.precision,
@@ -102,20 +112,20 @@ def reproduce(args) -> None:
     import os
     import time
 
-    from .chapters import run_notebooks
-    from .download import DownloadError, data_dir, fetch_arterial_atlas
+    from .download import DownloadError, fetch_arterial_atlas
     from .grid import Grid
+    from .notebooks import run_notebooks
     from .phantom import PhantomConfig, generate_dataset
     from .presets import get_preset
     from .report import end_to_end, grid_overheads, write_report
+    from .runs import ResultsFolder
 
     t0, seconds = time.perf_counter(), {}
     preset = get_preset(args.preset)
-    data = Path(args.data) if args.data else data_dir(None) / preset.dataset
-    out = Path(args.out or Path("results") / args.preset)
+    data, out = locations.dataset(preset.dataset, args.data), locations.results(args.preset, args.out)
     if not (data / "TRAINING").is_dir():
         print(f"generating the synthetic dataset in {data}", flush=True)
-        atlas = data_dir(None) / "atlas"
+        atlas = locations.atlas()
         try:  # fetched once, like nilearn's atlases; offline, geometric territories (warned)
             fetch_arterial_atlas(atlas, progressbar=not args.no_progress)
         except DownloadError as exc:
@@ -130,7 +140,7 @@ def reproduce(args) -> None:
     if not args.skip_notebooks:
         t2 = time.perf_counter()
         params = {"preset": args.preset, "data": str(data.resolve()), "results": str(out.resolve())}
-        run_notebooks(Path(__file__).resolve().parents[1] / "notebooks", out, params)
+        run_notebooks(out, params)
         seconds["notebooks"] = time.perf_counter() - t2
     seconds["total"] = time.perf_counter() - t0
     wall = sum(grid_seconds.values())
@@ -140,8 +150,8 @@ def reproduce(args) -> None:
         "overheads": grid_overheads(out, wall),
         "end_to_end": end_to_end(out, data, preset.size, wall),
     }
-    (out / "timing.json").write_text(json.dumps(timing, indent=1))
-    figures = sorted((out / "figures").glob("*.png"))
+    ResultsFolder(out).timing.write_text(json.dumps(timing, indent=1))
+    figures = sorted(ResultsFolder(out).figures.glob("*.png"))
     print(f"report: {write_report(out, data, args.preset, seconds, figures, grid_seconds)}")
 
 
@@ -149,7 +159,11 @@ def run(args) -> None:
     if args.command == "train":
         from .train import train
 
-        train(_config(args, attention=not args.no_attention, multilevel=not args.no_multilevel), resume=args.resume)
+        switches = {
+            "attention": False if args.no_attention else None,  # None: the architecture's
+            "multilevel": False if args.no_multilevel else None,
+        }
+        train(_config(args, **switches), resume=args.resume)
     elif args.command == "cascade":
         from .cascade import run_cascade
 
@@ -169,9 +183,17 @@ def run(args) -> None:
     elif args.command == "reproduce":
         reproduce(args)
     elif args.command == "ship":
-        from .shipped import SHIPPED, ship
+        from .shipped import ship
 
-        print(ship(args.results, args.out or SHIPPED, args.data, args.force, not args.no_progress))
+        print(
+            ship(
+                locations.results("cpu", args.results),
+                args.out or locations.shipped_checkpoint(),
+                args.data,
+                args.force,
+                not args.no_progress,
+            )
+        )
     elif args.command == "explore":
         from .explorer import serve
 

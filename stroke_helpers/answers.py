@@ -16,8 +16,8 @@ from .datasets import brain_mask
 from .isles import Study
 from .model import PAPER_WIDTHS, CrossAttentionAutoencoder, count_parameters
 from .perfusion import compute_maps, select_aif, tissue_mask
-from .phantom import read_cases, read_truth
 from .report import load_run_metrics
+from .truth import read_cases, read_truth
 
 
 def _say(right: bool, why: str) -> bool:

@@ -21,6 +21,7 @@ from .datasets import brain_mask
 from .isles import discover_cases, load_study
 from .metrics import dice, precision
 from .perfusion import core_rcbf, hypoperfusion_tmax, tissue_mask
+from .truth import load_study_truth
 
 
 def classical_baseline(
@@ -68,8 +69,6 @@ def ncct_hypodensity(ct: np.ndarray, brain: np.ndarray, drop_hu: float = 2.0, si
 def ncct_baseline(root: str | Path, studies: list[str], drop_hu: float = 2.0) -> dict[str, float]:
     """``{study: Dice}`` of :func:`ncct_hypodensity` against the expert mask, for ``studies``
     (``"TRAINING/case_N"``; TESTING masks come from the phantom's truth folder)."""
-    from .phantom import load_study_truth
-
     out = {}
     for name in studies:
         study = load_study(Path(root) / name, modalities=("CT",), require_mask=not name.startswith("TESTING/"))

@@ -20,10 +20,12 @@ Two decisions the paper leaves open, taken here:
   ``predict`` always use the stage-1 model trained on every training study, which never saw
   them. Notebook 04 measures the difference.
 
-Run folder: ``RUN/stage1``, ``RUN/fold_k`` (out-of-fold only), ``RUN/stage2`` (ordinary
-training runs), ``RUN/synthetic_maps.pt`` (every training slice's ``Ms``),
-``RUN/synthetic_maps/TRAINING/case_N/Ms.nii.gz`` (in each study's own geometry, to view beside
-its perfusion maps) and ``RUN/cascade.json``.
+Run folder (:class:`~stroke_helpers.runs.RunFolder`): stage 1, the out-of-fold models and
+stage 2 (ordinary training runs), every training slice's ``Ms``, each study's ``Ms`` as NIfTI
+in its own geometry (to view beside its perfusion maps) and the cascade's description.
+
+Only the ``cross-attention`` architecture returns the similarities ``Ms`` is made of, so a
+cascade of another architecture is refused (:func:`run_cascade`).
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .architectures import get_architecture
 from .datasets import SliceArrays, build_slices, to_native
 from .engine import autocast_dtype, forward_batches, resolve_device
 from .isles import load_study, write_like
 from .metrics import dice
 from .runs import (
     RunError,
+    RunFolder,
     TrainConfig,
     has_weights,
     is_finished,
@@ -94,16 +98,16 @@ def stage1_maps(run_dir: Path, arrays: SliceArrays, slices: np.ndarray, device) 
 def ms_leak(run: Path, arrays: SliceArrays) -> dict[str, float]:
     """Dice of ``Ms > 0.5`` against the lesions on a cascade's ``training`` slices (what stage 2
     learns from) and its ``validation`` slices (the reference: maps from a model that never saw
-    them). The maps come from ``RUN/synthetic_maps.pt``, or, for an in-sample cascade without it,
-    from its stage 1 again, which is how the cascade made them."""
-    run = Path(run)
-    if (run / "synthetic_maps.pt").exists():
-        ms = load_synthetic_maps(run / "synthetic_maps.pt", arrays)
-    elif read_json(run / "cascade.json", "cascade description")["folds"] == 0 and has_weights(run / "stage1"):
-        ms = stage1_maps(run / "stage1", arrays, np.arange(len(arrays)), torch.device("cpu"))[0]
+    them). The maps come from the cascade's saved maps, or, for an in-sample cascade without
+    them, from its stage 1 again, which is how the cascade made them."""
+    run = RunFolder(run)
+    if run.synthetic_maps.exists():
+        ms = load_synthetic_maps(run.synthetic_maps, arrays)
+    elif read_json(run.cascade, "cascade description")["folds"] == 0 and has_weights(run.stage1):
+        ms = stage1_maps(run.stage1.path, arrays, np.arange(len(arrays)), torch.device("cpu"))[0]
     else:
-        raise RunError(f"{run}: no synthetic maps (synthetic_maps.pt)")
-    split = read_split(run / "stage2")
+        raise RunError(f"{run}: no synthetic maps ({run.synthetic_maps.name})")
+    split = read_split(run.stage2)
     leak = {}
     for key, names in (("training", split["train"]), ("validation", split["val"])):
         slices = slices_of(arrays, names)
@@ -126,51 +130,57 @@ def _folds(train_names: list[str], patients: dict[str, str | None], k: int, seed
 
 def write_synthetic_maps(run_dir: Path, data: Path, arrays: SliceArrays, ms: torch.Tensor, progress: bool) -> None:
     """Every study's ``Ms`` as NIfTI in the study's own geometry."""
+    run = RunFolder(run_dir)
     for i, name in enumerate(tqdm(arrays.studies, desc="write Ms", disable=not progress, leave=False)):
         study = load_study(data / name, modalities=("CT",), require_mask=False)
         native = to_native(ms[arrays.study_index == i, 0], study.shape)
-        write_like(study, native, run_dir / "synthetic_maps" / name / "Ms.nii.gz", np.float32)
+        write_like(study, native, run.synthetic_map_nifti(name), np.float32)
 
 
 def _train_unless_finished(config: TrainConfig) -> None:
     if not is_finished(config.out, config.n_epochs):
-        train(config, resume=(Path(config.out) / "last.pt").exists())
+        train(config, resume=RunFolder(config.out).last.exists())
 
 
 def run_cascade(config: TrainConfig, folds: int = 0, resume: bool = False) -> Path:
     """Train both stages (finished stages are skipped); returns the run folder."""
     if folds == 1 or folds < 0:
         raise ValueError("folds must be 0 (in-sample Ms) or at least 2 (out-of-fold)")
-    run = Path(config.out)
-    if (run / "cascade.json").exists() and not resume:
+    if not get_architecture(config.architecture).cascade:
+        raise ValueError(
+            f"the cascade needs the cross-attention architecture's level-1 similarities for Ms; "
+            f"{config.architecture} returns none (train it with `train --architecture {config.architecture}`)"
+        )
+    run = RunFolder(config.out)
+    if run.is_cascade and not resume:
         raise RuntimeError(f"{run} already holds a cascade; pass --resume to finish it or choose another --out")
     base = replace(config, attention=True, multilevel=True, synthetic_map=None)
-    s1 = replace(base, out=str(run / "stage1"))
+    s1 = replace(base, out=str(run.stage1))
     _train_unless_finished(s1)
     device = resolve_device(config.device)
     arrays = build_slices(config.data, "TRAINING", config.settings.size, progress=config.progress)
-    split = read_split(run / "stage1")
+    split = read_split(run.stage1)
     everything = np.arange(len(arrays))
-    ms, scale = stage1_maps(run / "stage1", arrays, everything, device)
+    ms, scale = stage1_maps(run.stage1.path, arrays, everything, device)
     if folds:
         patients = dict(zip(arrays.studies, arrays.patients))
         for k, held in enumerate(_folds(split["train"], patients, folds, config.seed)):
             fold = replace(
                 s1,
-                out=str(run / f"fold_{k}"),
+                out=str(run.fold(k)),
                 train_studies=[s for s in split["train"] if s not in held],
                 val_studies=split["val"],
             )
             _train_unless_finished(fold)
             slices = slices_of(arrays, held)
-            ms[slices] = stage1_maps(run / f"fold_{k}", arrays, slices, device)[0]
+            ms[slices] = stage1_maps(run.fold(k).path, arrays, slices, device)[0]
     mode = "out-of-fold" if folds else "in-sample"
-    save_synthetic_maps(run / "synthetic_maps.pt", ms, arrays, mode, folds)
-    write_synthetic_maps(run, Path(config.data), arrays, ms, config.progress)
+    save_synthetic_maps(run.synthetic_maps, ms, arrays, mode, folds)
+    write_synthetic_maps(run.path, Path(config.data), arrays, ms, config.progress)
     s2 = replace(
         base,
-        out=str(run / "stage2"),
-        synthetic_map=str(run / "synthetic_maps.pt"),
+        out=str(run.stage2),
+        synthetic_map=str(run.synthetic_maps),
         train_studies=split["train"],
         val_studies=split["val"],
     )
@@ -182,5 +192,5 @@ def run_cascade(config: TrainConfig, folds: int = 0, resume: bool = False) -> Pa
         "modalities": list(config.modalities),
         "preset": config.preset,
     }
-    write_json(info, run / "cascade.json")
-    return run
+    write_json(info, run.cascade)
+    return run.path

@@ -4,8 +4,6 @@ function of :mod:`stroke_helpers.figures` draws)."""
 
 from __future__ import annotations
 
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,23 +11,34 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from . import locations
 from .augment import paper_augmentation
 from .baseline import classical_baseline
 from .cascade import ms_leak
-from .datasets import SliceArrays, brain_mask, build_slices
-from .download import data_dir
-from .figures import batch_figure, darkening_figure, maps_side_by_side, segmentation_grid
+from .datasets import SliceArrays, brain_mask, build_slices, largest_lesion_slice
+from .figures import (
+    Panel,
+    batch_figure,
+    darkening_figure,
+    figure4_figure,
+    maps_side_by_side,
+    model_grid_figure,
+    realism_figure,
+    segmentation_grid,
+)
 from .grid import ALL_RUN, ROWS, column_name, run_name
 from .inference import THRESHOLD, Predictor
-from .isles import MODALITIES, Study, discover_cases, load_study, read_patients
+from .isles import Study, discover_cases, load_study, read_patients
 from .metrics import dice
+from .modalities import MODALITIES, PERFUSION_MAPS, channel_index, modality
 from .perfusion import core_rcbf, hypoperfusion_tmax, reference_hemisphere, select_aif, tissue_mask
-from .phantom import read_cases, read_truth
 from .phantom.anatomy import SLICE_MM
-from .phantom.realism import realism_figure
 from .presets import get_preset
+from .realism import realism_panels
 from .runs import (
+    ResultsFolder,
     RunError,
+    RunFolder,
     has_weights,
     in_shipped_checkpoint,
     load_model,
@@ -39,81 +48,26 @@ from .runs import (
     study_indices,
 )
 from .shipped import GRID_TIME, is_shipped, recorded_leakage, results_for_chapters
-
-REPOSITORY = Path(__file__).resolve().parents[1]
-NOTEBOOKS = (
-    "01_data_exploration",
-    "02_cross_attention_module",
-    "03_multilevel_refinement_training",
-    "04_cascade_synthetic_maps",
-    "05_results_and_figures",
-)
-
-
-def run_notebooks(notebook_dir: Path, out: Path, parameters: dict, progress: bool = True) -> list[Path]:
-    """Execute every notebook with papermill into ``out/notebooks``."""
-    import papermill as pm
-
-    target = Path(out) / "notebooks"
-    target.mkdir(parents=True, exist_ok=True)
-    done = []
-    for name in NOTEBOOKS:
-        src = Path(notebook_dir) / f"{name}.ipynb"
-        if not src.exists():
-            raise FileNotFoundError(f"{src}: notebook missing")
-        t0 = time.perf_counter()
-        pm.execute_notebook(src, target / src.name, parameters=parameters, cwd=str(notebook_dir), progress_bar=False)
-        print(f"notebook {name}: {time.perf_counter() - t0:.0f} s", flush=True)
-        done.append(target / src.name)
-    return done
-
-
-def publish_notebooks(executed: Path, notebook_dir: Path = REPOSITORY / "notebooks", names=NOTEBOOKS) -> list[Path]:
-    """Copy executed chapters (``reproduce``'s ``OUT/notebooks``) over the repository's, with
-    their outputs but without papermill's injected-parameters cell and run paths, so that the
-    committed notebooks keep literal parameters that resolve on any machine."""
-    import nbformat
-
-    done = []
-    for name in names:
-        nb = nbformat.read(Path(executed) / f"{name}.ipynb", as_version=4)
-        nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
-        papermill = nb.metadata.get("papermill", {})
-        for key in ("input_path", "output_path", "parameters"):
-            papermill.pop(key, None)
-        nbformat.write(nb, Path(notebook_dir) / f"{name}.ipynb")
-        done.append(Path(notebook_dir) / f"{name}.ipynb")
-    return done
-
-
-def checkout_root() -> Path:
-    """The folder ``data/`` and ``results/`` are looked for in: the working directory, or its
-    parent when that is ``notebooks/`` (where Jupyter starts a chapter)."""
-    return Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
+from .truth import case_row, has_truth, no_truth, read_cases, read_truth
 
 
 def notebook_paths(preset: str, data: str = "", results: str = "") -> tuple[str, Path, Path]:
     """What a notebook's parameters resolve to: ``(preset, DATA, RESULTS)``.
 
-    Empty ``data`` means ``DATA_ROOT/<the preset's dataset>`` (``synthetic``; ``synthetic_smoke``
-    for the smoke preset), with ``DATA_ROOT`` from ``$STROKE_DATA_DIR`` or the repository's
-    ``data/``; empty ``results`` means ``$STROKE_RESULTS`` or ``results/PRESET``.
-    ``$STROKE_PRESET`` overrides the preset (CI runs the committed notebooks with the smoke
-    preset this way). When the default results folder has no grid run yet, the shipped checkpoint
-    stands in for it if it fits the preset and data (:mod:`stroke_helpers.shipped`), and a printed
-    line says so.
+    Empty ``data`` means the preset's dataset (``DATA/synthetic``; ``DATA/synthetic_smoke`` for
+    the smoke preset), empty ``results`` the preset's results folder, both as
+    :mod:`stroke_helpers.locations` resolves them; ``$STROKE_PRESET`` overrides the preset (CI
+    runs the committed notebooks with the smoke preset this way). When the default results
+    folder has no grid run yet, the shipped checkpoint stands in for it if it fits the preset and
+    data (:mod:`stroke_helpers.shipped`), and a printed line says so.
     """
-    preset = os.environ.get("STROKE_PRESET", preset)
-    settings = get_preset(preset)
-    root = checkout_root()
-    default_root = data_dir(None if "STROKE_DATA_DIR" in os.environ else root / "data")
-    data_path = Path(data) if data else default_root / settings.dataset
-    results_path = Path(results or os.environ.get("STROKE_RESULTS") or root / "results" / preset)
-    if not (data_path / "TRAINING").is_dir():
-        raise FileNotFoundError(
-            f"{data_path}: no dataset; run `python -m stroke_helpers reproduce --preset {preset}` first"
-        )
-    if not (results or os.environ.get("STROKE_RESULTS")):
+    preset = locations.chapter_preset(preset)
+    data_path = locations.require_dataset(
+        locations.dataset(get_preset(preset).dataset, data),
+        f"run `python -m stroke_helpers reproduce --preset {preset}` first",
+    )
+    results_path = locations.results(preset, results)
+    if not locations.results_given(results):
         results_path, note = results_for_chapters(results_path, data_path, preset)
         if note:
             print(note)
@@ -123,20 +77,20 @@ def notebook_paths(preset: str, data: str = "", results: str = "") -> tuple[str,
 def figures_folder(results: Path) -> Path:
     """Where chapter 05 saves its figure files: ``RESULTS/figures``, or ``results/shipped/figures``
     when the results are the shipped checkpoint (which is never written to)."""
-    folder = (checkout_root() / "results" / "shipped" if is_shipped(results) else Path(results)) / "figures"
+    folder = ResultsFolder(locations.work() / "results" / "shipped" if is_shipped(results) else results).figures
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
 def require_run(results: Path, folder: str) -> Path:
     """``RESULTS/runs/folder``, or a clear error saying how to make it."""
-    run = Path(results) / "runs" / folder
+    run = ResultsFolder(results).run(folder).path
     if not metrics_path(run).exists():
         raise FileNotFoundError(f"{run}: run missing; `python -m stroke_helpers reproduce` trains it")
     return run
 
 
-def example_grid(results: Path, arrays, columns, study: str, z: int) -> list[list[dict]]:
+def example_grid(results: Path, arrays, columns, study: str, z: int) -> list[list[Panel]]:
     """One slice predicted by every row x column run (the paper's Figures 2 and 3)."""
     i = arrays.studies.index(study)
     images = arrays.images[arrays.study_index == i]
@@ -146,20 +100,17 @@ def example_grid(results: Path, arrays, columns, study: str, z: int) -> list[lis
         cells = []
         for mods in columns:
             probs = Predictor(require_run(results, run_name(row, mods)), device="cpu")(images)
-            shown = images[z, MODALITIES.index(mods.split(",")[0])].numpy()
-            cells.append({"image": shown / max(shown.max(), 1e-6), "truth": truth, "pred": probs[z].numpy() > 0.5})
+            shown = images[z, channel_index(mods.split(",")[0])].numpy()
+            cells.append(Panel(shown / max(shown.max(), 1e-6), truth, probs[z].numpy() > THRESHOLD))
         grid.append(cells)
     return grid
 
 
-def largest_lesion_slice(arrays, names: list[str]) -> tuple[str, int]:
-    """The study and slice with the largest lesion among ``names`` (for example figures)."""
-    best = (-1, names[0], 0)
-    for name in names:
-        idx = np.flatnonzero(arrays.study_index == arrays.studies.index(name))
-        area = arrays.masks[idx].flatten(1).sum(1).numpy()
-        best = max(best, (int(area.max()), name, int(area.argmax())))
-    return best[1], best[2]
+def largest_lesion(arrays: SliceArrays, names: list[str]) -> tuple[str, int]:
+    """The study among ``names`` with the largest lesion slice, and that slice (example figures)."""
+    area = {name: int(study_slices(arrays, name)[1].sum((1, 2)).max()) for name in names}
+    study = max(names, key=lambda name: (area[name], name))
+    return study, largest_lesion_slice(study_slices(arrays, study)[1])
 
 
 # --- chapter 1: the data --------------------------------------------------------------------------
@@ -174,9 +125,7 @@ def load_studies(data: Path, n: int | None = None, split: str = "TRAINING") -> l
 
 def lesion_slice(study: Study) -> int:
     """The slice with the most lesion (the middle one when there is no lesion)."""
-    if study.mask is None or not study.mask.any():
-        return study.n_slices // 2
-    return int(np.argmax(study.mask.sum(axis=(0, 1))))
+    return largest_lesion_slice(study.mask, axis=-1) if study.mask is not None else study.n_slices // 2
 
 
 def lesion_volumes(data: Path) -> np.ndarray:
@@ -214,16 +163,6 @@ def perfusion_curves(study: Study, z: int) -> tuple[np.ndarray, dict[str, np.nda
 # --- chapter 1: the phantom's truth as the answer key ----------------------------------------------
 
 
-def has_truth(data: Path) -> bool:
-    """Whether ``data`` is a synthetic dataset with the phantom's ``truth/`` folder."""
-    return (Path(data) / "truth" / "cases.csv").exists()
-
-
-def no_truth(data: Path) -> str:
-    """Why an answer key is missing: real data has no truth folder."""
-    return f"{data}: no truth folder (only the synthetic dataset has one)"
-
-
 def true_vs_deconvolved(data: Path, study: Study, z: int):
     """The phantom's true maps above the maps deconvolved from its noisy 4D series (what ISLES
     provides, here divided by the study's unit scale), same window per column, and a table of
@@ -232,19 +171,19 @@ def true_vs_deconvolved(data: Path, study: Study, z: int):
     if not has_truth(data):
         return None, no_truth(data)
     truth = read_truth(data, study.name)
-    row = next(r for r in read_cases(data) if f"{r['split']}/{r['case']}" == study.name)
+    row = case_row(data, study.name)
     # the phantom, like RAPID, writes CBF and CBV in uncalibrated units: undo its scale
-    scale = {"CBF": float(row["cbf_scale"]), "CBV": float(row["cbv_scale"]), "MTT": 1.0, "Tmax": 1.0}
+    scale = {m: float(row.get(f"{m.lower()}_scale", 1.0)) for m in PERFUSION_MAPS}
     deconvolved = {m: study.images[m].astype(np.float32) / scale[m] for m in scale}
     tissue = tissue_mask(study.CT, brain_mask(study))
     healthy = tissue & ~(truth["core"] | truth["penumbra"]).astype(bool)
     core = tissue & truth["core"].astype(bool)
-    lines = [f"median      {'healthy: true':>14s} {'deconvolved':>12s}   {'core: true':>11s} {'deconvolved':>12s}"]
-    for m, unit in (("CBF", "mL/100g/min"), ("CBV", "mL/100g"), ("MTT", "s"), ("Tmax", "s")):
-        t, d = truth[m], deconvolved[m]
+    lines = [f"median       {'healthy: true':>14s} {'deconvolved':>12s}   {'core: true':>11s} {'deconvolved':>12s}"]
+    for m in PERFUSION_MAPS:
+        t, d, unit = truth[m], deconvolved[m], modality(m).physical_unit
         tc, dc = (np.median(t[core]), np.median(d[core])) if core.any() else (np.nan, np.nan)
         lines.append(
-            f"{m:4s} {unit:>11s} {np.median(t[healthy]):9.2f} {np.median(d[healthy]):12.2f}   {tc:11.2f} {dc:12.2f}"
+            f"{m:4s} {unit:>12s} {np.median(t[healthy]):9.2f} {np.median(d[healthy]):12.2f}   {tc:11.2f} {dc:12.2f}"
         )
     fig = maps_side_by_side({"true (phantom)": truth, "deconvolved": deconvolved}, z)
     return fig, "\n".join(lines)
@@ -260,14 +199,7 @@ def truth_regions(data: Path, study: Study, z: int):
     core, at_risk = truth["core"].astype(bool), (truth["core"] | truth["penumbra"]).astype(bool)
     tmax = np.clip(study.Tmax[:, :, z] / 20, 0, 1.5)
     row = [
-        {
-            "image": tmax,
-            "truth": ot[:, :, z],
-            "pred": r[:, :, z],
-            "caption": f"{name}: Dice {dice(r, ot):.2f}",
-            "window": (0, 1.5),
-            "label": "Tmax / 20 s",
-        }
+        Panel(tmax, ot[:, :, z], r[:, :, z], f"{name}: Dice {dice(r, ot):.2f}", window=(0, 1.5), label="Tmax / 20 s")
         for name, r in (("true core", core), ("core + penumbra", at_risk))
     ]
     inside = (ot & at_risk).sum() / max(ot.sum(), 1)
@@ -308,7 +240,7 @@ def ncct_darkening(data: Path, n: int | None = None):
     )
 
 
-def classical_thresholds(study: Study, z: int) -> tuple[list[list[dict]], str]:
+def classical_thresholds(study: Study, z: int) -> tuple[list[list[Panel]], str]:
     """The rCBF < 30 % core and the Tmax > 6 s region against the expert mask: one row of
     :func:`~stroke_helpers.figures.segmentation_grid` panels for slice ``z``, and their Dice
     (vessels and CSF excluded, as in :func:`~stroke_helpers.baseline.classical_baseline`)."""
@@ -319,7 +251,7 @@ def classical_thresholds(study: Study, z: int) -> tuple[list[list[dict]], str]:
         "Tmax > 6 s": hypoperfusion_tmax(study.Tmax, tissue),
     }
     ct = np.clip(study.CT[:, :, z] / 100, 0, 1)
-    row = [{"image": ct, "truth": ot[:, :, z], "pred": r[:, :, z]} for r in regions.values()]
+    row = [Panel(ct, ot[:, :, z], r[:, :, z]) for r in regions.values()]
     text = f"{study.name}: " + ", ".join(f"{k} Dice {dice(r, ot):.3f}" for k, r in regions.items())
     return [row], text
 
@@ -330,23 +262,18 @@ def baseline_summary(data: Path) -> str:
     return f"rCBF < 30 % over {len(d)} studies: Dice {d.mean():.3f} ± {d.std():.3f} (real ISLES 2018: 0.29)"
 
 
-def real_ct() -> np.ndarray | None:
-    """The one real ISLES 2018 CT (training case 1) from ``../shared/real`` beside the
-    repository, when it is there (it is never part of the repository)."""
-    path = REPOSITORY.parent / "shared" / "real" / "SMIR.Brain.XX.O.CT.345562.nii"
-    return np.asarray(nib.load(path).dataobj, dtype=np.float32) if path.exists() else None
-
-
 def realism(data: Path, study: Study, z: int):
-    """The phantom's CT slice ``z`` beside the real ISLES CT and the real-CT template at the
-    same MNI height (:func:`stroke_helpers.phantom.realism.realism_figure`); ``(None, None)``
-    when ``../shared`` (never part of the repository) is not beside it."""
-    real, template = real_ct(), REPOSITORY.parent / "shared" / "ct-template" / "scct_stripped_hu.nii.gz"
-    if real is None or not template.exists():
+    """The phantom's CT slice ``z`` beside a real ISLES CT and the real-CT template at the same
+    MNI height (:func:`stroke_helpers.figures.realism_figure`), and the brain HU percentiles of
+    each; ``(None, None)`` when either real file is missing (they are never part of the
+    repository: :func:`stroke_helpers.locations.reference_ct` says where they are looked for)."""
+    real_path, template = locations.reference_ct(), locations.ct_template()
+    if real_path is None or template is None:
         return None, None
-    row = next(r for r in read_cases(data) if f"{r['split']}/{r['case']}" == study.name)
-    mni_z = float(row["first_slice_mm"]) + SLICE_MM * z
-    return realism_figure(study.CT, real, template, z, real.shape[2] // 2, mni_z)
+    real = np.asarray(nib.load(real_path).dataobj, dtype=np.float32)
+    mni_z = float(case_row(data, study.name)["first_slice_mm"]) + SLICE_MM * z
+    panels = realism_panels(study.CT, real, template, z, real.shape[2] // 2, mni_z)
+    return realism_figure(panels), {k: pct for k, (_, pct) in panels.items()}
 
 
 def attention_shapes(module, x_e, x_d) -> str:
@@ -417,8 +344,8 @@ def attention_examples(run: Path, data: Path, n: int) -> AttentionExamples:
             gates = m(x, attention=True).attention
             maps[name] = {lvl: g.attention[:, 0].numpy() for lvl, g in gates.items()}
             similarities[name] = {lvl: g.similarities.mean(1).numpy() for lvl, g in gates.items()}
-    tmax = arrays.images[idx, MODALITIES.index("Tmax")].numpy()
-    names = [MODALITIES[c] for c in config.channels]
+    tmax = arrays.images[idx, channel_index("Tmax")].numpy()
+    names = list(config.modalities)
     return AttentionExamples(tmax, arrays.masks[idx].numpy(), maps, x.numpy(), names, similarities)
 
 
@@ -440,7 +367,7 @@ def example_slice(run: Path, data: Path, example: int = 0) -> ExampleSlice:
     arrays = build_slices(data, "TRAINING", config.settings.size, progress=False)
     j = int(validation_slices(arrays, run, example + 1)[-1])
     image = arrays.images[j : j + 1]
-    tmax = image[0, MODALITIES.index("Tmax")].numpy()
+    tmax = image[0, channel_index("Tmax")].numpy()
     return ExampleSlice(model, config, image[:, config.channels], arrays.masks[j : j + 1, None].float(), tmax)
 
 
@@ -472,12 +399,12 @@ def study_slices(arrays: SliceArrays, study: str) -> tuple[torch.Tensor, np.ndar
     return arrays.images[idx], arrays.masks[idx].numpy().astype(bool)
 
 
-def predict_slice(predictor: Predictor, arrays: SliceArrays, study: str, z: int) -> dict:
+def predict_slice(predictor: Predictor, arrays: SliceArrays, study: str, z: int) -> Panel:
     """A :func:`~stroke_helpers.figures.segmentation_grid` panel: the study's Tmax at slice
     ``z``, its expert mask and the predictor's mask."""
     images, truth = study_slices(arrays, study)
-    shown = images[z, MODALITIES.index("Tmax")].numpy()
-    return {"image": shown, "truth": truth[z], "pred": predictor(images)[z].numpy() > THRESHOLD}
+    shown = images[z, channel_index("Tmax")].numpy()
+    return Panel(shown, truth[z], predictor(images)[z].numpy() > THRESHOLD)
 
 
 @dataclass
@@ -501,16 +428,16 @@ class CascadeExample:
 def cascade_example(cascade: Predictor, arrays: SliceArrays, example: int = 0) -> CascadeExample:
     """The largest lesion slice among the cascade's validation studies (from the ``example``-th on)."""
     val = cascade.split["val"]
-    study, z = largest_lesion_slice(arrays, val[example:] or val)
+    study, z = largest_lesion(arrays, val[example:] or val)
     images, truth = study_slices(arrays, study)
     ms = cascade.synthetic_map(images[z : z + 1])[0, 0].numpy()
-    channels = {m: images[z, MODALITIES.index(m)].numpy() for m in ("CT", "CBF", "CBV", "Tmax")}
+    channels = {m: images[z, channel_index(m)].numpy() for m in ("CT", "CBV", "CBF", "Tmax")}
     return CascadeExample(study, z, channels, ms, truth[z])
 
 
 def synthetic_map_file(run: Path, data: Path, study: str) -> str:
     """Where a study's ``Ms.nii.gz`` is, and whether it lies on the study's own CT grid."""
-    path = run / "synthetic_maps" / study / "Ms.nii.gz"
+    path = RunFolder(run).synthetic_map_nifti(study)
     if not path.exists():
         why = " (the shipped checkpoint leaves these files out)" if in_shipped_checkpoint(run) else ""
         return (
@@ -533,7 +460,7 @@ def leakage(results: Path, arrays: SliceArrays) -> dict[str, float]:
     out = {}
     for name, folder in (("in-sample", "cascade"), ("out-of-fold", "cascade_oof")):
         try:
-            leak = ms_leak(Path(results) / "runs" / folder, arrays)
+            leak = ms_leak(ResultsFolder(results).run(folder).path, arrays)
         except RunError as exc:
             leak = recorded_leakage(results).get(folder)
             if leak is None:
@@ -548,7 +475,7 @@ def paper_figure(results: Path, arrays: SliceArrays, columns, study: str, z: int
     """The paper's Figure 2 (``columns`` = Table 1) or 3 (Table 2) for one slice; None, with a
     printed line, when some of its runs have no weights (the shipped checkpoint has two)."""
     missing = [
-        run_name(r, c) for r in ROWS for c in columns if not has_weights(Path(results) / "runs" / run_name(r, c))
+        run_name(r, c) for r in ROWS for c in columns if not has_weights(ResultsFolder(results).run(run_name(r, c)))
     ]
     if missing:
         print(
@@ -557,9 +484,7 @@ def paper_figure(results: Path, arrays: SliceArrays, columns, study: str, z: int
         )
         return None
     grid = example_grid(results, arrays, columns, study, z)
-    fig = segmentation_grid(grid, row_labels=tuple(ROWS), col_labels=[column_name(c) for c in columns])
-    fig.suptitle(title, fontsize=9)
-    return fig
+    return model_grid_figure(grid, tuple(ROWS), [column_name(c) for c in columns], title)
 
 
 def figure4(results: Path, arrays: SliceArrays, n: int = 4):
@@ -570,26 +495,16 @@ def figure4(results: Path, arrays: SliceArrays, n: int = 4):
     areas = sorted((int(study_slices(arrays, s)[1].sum((1, 2)).max()), s) for s in cascade.split["val"])
     areas = [a for a in areas if a[0] > 0]
     picks = sorted({round(q * (len(areas) - 1)) for q in np.linspace(0, 1, n)})
-    grid: list[list[dict]] = [[], [], []]
+    grid: list[list[Panel]] = [[], [], []]
     for _, study in (areas[i] for i in picks):
         images, truth = study_slices(arrays, study)
-        z = int(truth.reshape(len(truth), -1).sum(1).argmax())
+        z = largest_lesion_slice(truth)
         grid[0].append(predict_slice(stage1, arrays, study, z))
         grid[1].append(predict_slice(cascade, arrays, study, z))
         ms = cascade.synthetic_map(images[z : z + 1])[0, 0].numpy()
         caption = f"{study.split('/')[-1]}, {int(truth[z].sum())} px lesion"
-        grid[2].append(
-            {
-                "image": ms,
-                "truth": truth[z],
-                "pred": np.zeros_like(truth[z]),
-                "caption": caption,
-                "cmap": "inferno",
-                "window": (0, 1.5),
-                "label": "Ms (a.u.)",
-            }
-        )
-    return segmentation_grid(grid, row_labels=("stage 1", "cascade", "synthetic map Ms"))
+        grid[2].append(Panel(ms, truth[z], None, caption, cmap="inferno", window=(0, 1.5), label="Ms (a.u.)"))
+    return figure4_figure(grid)
 
 
 def validation_probabilities(predictor: Predictor, arrays: SliceArrays) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -1,6 +1,7 @@
 """2D slice datasets for PyTorch: normalisation, brain mask, resizing, cache, splits.
 
-Decisions (and why):
+Decisions (and why); each modality's normalisation is set by its row of
+:data:`stroke_helpers.modalities.TABLE` (:meth:`~stroke_helpers.modalities.Modality.normalise`):
 
 - **CT**: clipped to the 0-100 HU brain window and divided by 100. CT is calibrated in HU,
   so a fixed window is the same on every scanner; bone and streak artefacts saturate at 1.
@@ -33,11 +34,10 @@ import torch.nn.functional as F
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from .isles import MODALITIES, IslesError, Study, discover_cases, find_case_files, load_study, read_patients
+from .isles import IslesError, Study, discover_cases, find_case_files, load_study, read_patients
+from .modalities import MODALITIES, PERFUSION_MAPS, TABLE, canonical_modalities
 
 CACHE_VERSION = 1
-CT_WINDOW = (0.0, 100.0)
-TIME_SCALE = 20.0  # seconds, MTT and Tmax
 
 
 def inside_skull(ct: np.ndarray, bone_hu: float = 300.0) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +51,7 @@ def inside_skull(ct: np.ndarray, bone_hu: float = 300.0) -> tuple[np.ndarray, np
 def brain_mask(study: Study) -> np.ndarray:
     """Boolean ``(X, Y, Z)`` brain mask: filled union of positive perfusion-map voxels, or a CT
     threshold inside the skull when no map is loaded."""
-    maps = [study.images[m] for m in ("CBF", "CBV", "MTT", "Tmax") if m in study.images]
+    maps = [study.images[m] for m in PERFUSION_MAPS if m in study.images]
     if maps:
         mask = np.any([m > 0 for m in maps], axis=0)
     else:
@@ -61,20 +61,21 @@ def brain_mask(study: Study) -> np.ndarray:
     return np.stack([ndimage.binary_fill_holes(mask[:, :, z]) for z in range(mask.shape[2])], axis=2)
 
 
+def largest_lesion_slice(mask, axis: int = 0) -> int:
+    """Index along ``axis`` of the slice with the most lesion: ``axis=0`` for slice stacks
+    ``(Z, S, S)``, ``axis=-1`` for volumes ``(X, Y, Z)``; the middle slice when there is no lesion."""
+    mask = np.moveaxis(np.asarray(mask), axis, 0)
+    area = mask.reshape(len(mask), -1).sum(1)
+    return int(area.argmax()) if area.any() else len(mask) // 2
+
+
 def normalise(study: Study, brain: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Per-modality normalised float32 ``(X, Y, Z)`` arrays (see the module docstring)."""
+    """Per-modality normalised float32 ``(X, Y, Z)`` arrays, each by its row of the modality
+    table (see the module docstring); a name that is not an input raises
+    :class:`~stroke_helpers.modalities.ModalityError` in one line."""
+    canonical_modalities(study.images, allow_empty=True)  # refuse an unknown name before any work
     brain = brain_mask(study) if brain is None else brain
-    out = {}
-    for m, x in study.images.items():
-        if m == "CT":
-            out[m] = np.clip((x - CT_WINDOW[0]) / (CT_WINDOW[1] - CT_WINDOW[0]), 0, 1)
-        elif m in ("CBF", "CBV"):
-            ref = float(x[brain].mean()) if brain.any() else 0.0
-            out[m] = np.clip(x / ref, 0, 4) if ref > 0 else np.zeros_like(x)
-        else:
-            out[m] = np.clip(x / TIME_SCALE, 0, 1.5)
-        out[m] = out[m].astype(np.float32)
-    return out
+    return {m: TABLE[m].normalise(x, brain) for m, x in study.images.items()}
 
 
 def resize_slices(volume: np.ndarray, size: int, mode: str) -> torch.Tensor:
@@ -137,7 +138,8 @@ class SliceArrays:
 
 
 def _cache_key(root: Path, split: str, cases: list[Path], size: int) -> str:
-    h = hashlib.sha1(f"v{CACHE_VERSION}|{split}|{size}|{CT_WINDOW}|{TIME_SCALE}".encode())
+    norm = [(m, TABLE[m].normalisation, TABLE[m].norm_range, TABLE[m].clip) for m in MODALITIES]
+    h = hashlib.sha1(f"v{CACHE_VERSION}|{split}|{size}|{norm}".encode())
     for case in cases:
         for token, path in sorted(find_case_files(case).items()):
             if token in MODALITIES or token == "OT":
@@ -256,7 +258,7 @@ class SliceDataset(torch.utils.data.Dataset):
 
     ``dataset[i]`` is a dict: ``image (C, S, S)`` float32, the ``channels`` of the
     preprocessed images (indices into :data:`MODALITIES`, from
-    :func:`~stroke_helpers.isles.channel_indices` or ``TrainConfig.channels``), ``mask (1, S, S)`` float32,
+    :func:`~stroke_helpers.modalities.channel_indices` or ``TrainConfig.channels``), ``mask (1, S, S)`` float32,
     ``brain (1, S, S)``, ``study`` index and ``z``. ``transform(image, mask) -> (image, mask)``
     is an optional per-slice hook, applied jointly to all channels and the mask (training does not
     use it: it augments whole batches on tensors, :class:`~stroke_helpers.augment.PaperAugmentation`). ``extra

@@ -2,7 +2,8 @@
 
 Modelled on nilearn's dataset fetchers:
 
-- the data folder comes from an argument, else ``$STROKE_DATA_DIR``, else ``./data``;
+- the data folder comes from :mod:`stroke_helpers.locations` (an argument, else
+  ``$STROKE_DATA_DIR``, else ``./data``);
 - downloads go through :func:`pooch.retrieve` (checksum, temporary file, atomic move) with a
   downloader that resumes a cut connection from the bytes already on disk (HTTP ``Range``);
 - archives are extracted into a temporary folder beside the target, every member checked to stay
@@ -31,7 +32,6 @@ from tqdm.auto import tqdm
 
 from .isles import SPLITS, verify_dataset
 
-ENV_VAR = "STROKE_DATA_DIR"
 #: md5 of the official archives (docs/decisions.md §5), by file name.
 KNOWN_MD5 = {
     "ISLES2018_Training.zip": "b6d16c456e173743e30a3fbdb3bd29a5",
@@ -41,15 +41,6 @@ KNOWN_MD5 = {
 
 class DownloadError(RuntimeError):
     """A download, checksum or extraction problem; nothing was written to the target."""
-
-
-def data_dir(path: str | os.PathLike | None = None) -> Path:
-    """The data folder: ``path`` if given, else ``$STROKE_DATA_DIR``, else ``./data``."""
-    if path is not None:
-        return Path(path).expanduser()
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR]).expanduser()
-    return Path("data")
 
 
 def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

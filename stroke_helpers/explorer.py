@@ -22,14 +22,15 @@ from pathlib import Path
 
 import ipywidgets as W
 
-from . import shipped
+from . import locations, shipped
 from .chapters import notebook_paths
-from .download import data_dir
-from .isles import MODALITIES, discover_cases, load_study
-from .runs import in_shipped_checkpoint
+from .datasets import largest_lesion_slice
+from .isles import discover_cases, load_study
+from .modalities import MODALITIES, channel_index
+from .runs import ResultsFolder, RunFolder, in_shipped_checkpoint
 from .widgets import AttentionExplorer, ClassicalExplorer, SeriesViewer, StudyBrowser, ThresholdExplorer
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "explorer.ipynb"
+NOTEBOOK = "explorer.ipynb"  # in the checkout's notebooks/ (locations.notebooks)
 TABS = ("Maps", "4D series", "Classical thresholds", "Prediction", "Attention and Ms")
 HOW_TO_TRAIN = (
     "No trained run given, so only the data views. Train one (about a minute on a CPU):<br>"
@@ -39,22 +40,13 @@ HOW_TO_TRAIN = (
 )
 
 
-def check_data(data: str | Path) -> Path:
-    data = Path(data)
-    if not (data / "TRAINING").is_dir() or not discover_cases(data):
-        raise FileNotFoundError(
-            f"{data}: no ISLES-layout dataset (TRAINING/case_N); get one: python data_download.py synthetic"
-        )
-    return data
-
-
 def check_run(run: str | Path | None) -> Path | None:
     if run is None or str(run) == "":
         return None
-    run = Path(run)
-    if not ((run / "config.json").exists() or (run / "cascade.json").exists()):
-        raise FileNotFoundError(f"{run}: not a trained run (no config.json or cascade.json)")
-    return run
+    folder = RunFolder(run)
+    if not folder.exists():
+        raise FileNotFoundError(f"{run}: not a trained run (no {folder.config.name} or {folder.cascade.name})")
+    return folder.path
 
 
 def run_outputs(predictor, images) -> dict:
@@ -80,7 +72,7 @@ class Explorer:
     """The app: a study picker above tabs whose viewers are built for the study when first shown."""
 
     def __init__(self, data: str | Path, run: str | Path | None = None):
-        self.data = check_data(data)
+        self.data = locations.require_dataset(data)
         self.run = check_run(run)
         self.predictor = None
         val: list[str] = []
@@ -115,11 +107,11 @@ class Explorer:
         """What ``explore`` passes (``$STROKE_EXPLORE_DATA``, ``$STROKE_EXPLORE_RUN``); without
         them (a notebook run by hand or by CI), the notebook parameters' data and the cascade of
         their results when it has been trained (resolved as the chapters resolve them)."""
-        if "STROKE_EXPLORE_DATA" in os.environ:
-            return cls(os.environ["STROKE_EXPLORE_DATA"], os.environ.get("STROKE_EXPLORE_RUN") or None)
+        if locations.EXPLORE_DATA_ENV in os.environ:
+            return cls(os.environ[locations.EXPLORE_DATA_ENV], os.environ.get(locations.EXPLORE_RUN_ENV) or None)
         _, data, results = notebook_paths(preset, data, results)
-        cascade = results / "runs" / "cascade"
-        return cls(data, cascade if (cascade / "cascade.json").exists() else None)
+        cascade = ResultsFolder(results).run("cascade")
+        return cls(data, cascade.path if cascade.is_cascade else None)
 
     def load(self):
         name = self.study.value
@@ -160,7 +152,7 @@ class Explorer:
             images, mask, _ = preprocess_study(study, self.predictor.size)
             out = run_outputs(self.predictor, images)
             truth = mask.numpy().astype(bool)
-            tmax = images[:, MODALITIES.index("Tmax")].numpy()
+            tmax = images[:, channel_index("Tmax")].numpy()
             if tab == "Prediction":
                 viewer = ThresholdExplorer([out["probabilities"]], [truth], images=[tmax], names=[study.name])
             else:
@@ -175,7 +167,7 @@ class Explorer:
                     channels,
                     out["ms"],
                 )
-                viewer.index.value = int(truth.reshape(len(truth), -1).sum(1).argmax())
+                viewer.index.value = largest_lesion_slice(truth)
         self.viewers[tab] = viewer
         viewer.render()
         return viewer.widget
@@ -187,25 +179,28 @@ class Explorer:
 def default_run(data: Path, run: str | Path | None) -> Path | None:
     """``run``, or without one the shipped cascade when it was trained on ``data`` (said in a line)."""
     if run is None and shipped.fits(data):
-        run = shipped.SHIPPED / "runs" / "cascade"
+        run = ResultsFolder(shipped.repository_bundle()).run("cascade").path
         print(f"no --run: showing the shipped checkpoint's cascade, {run}")
     return check_run(run)
 
 
 def serve(data: str | Path | None, run: str | Path | None, port: int = 8866, open_browser: bool = True) -> int:
     """Serve the app with Voilà on 127.0.0.1 until interrupted; Voilà's exit status."""
-    if data is None:
-        data = data_dir(None) / "synthetic"
-    data = check_data(data).resolve()
+    data = locations.require_dataset(locations.dataset("synthetic", data)).resolve()
     run = default_run(data, run)
     if not 0 < port < 65536:
         raise ValueError(f"--port {port}: not a port number (1-65535)")
     if importlib.util.find_spec("voila") is None:
         raise RuntimeError("voila is not installed: pip install voila")
-    if not NOTEBOOK.exists():
-        raise FileNotFoundError(f"{NOTEBOOK}: the app's notebook is missing (run from a clone of the repository)")
-    env = {**os.environ, "STROKE_EXPLORE_DATA": str(data), "STROKE_EXPLORE_RUN": str(run.resolve()) if run else ""}
-    cmd = [sys.executable, "-m", "voila", str(NOTEBOOK), f"--port={port}", "--Voila.ip=127.0.0.1"]
+    notebook = locations.notebooks() / NOTEBOOK
+    if not notebook.exists():
+        raise FileNotFoundError(f"{notebook}: the app's notebook is missing")
+    env = {
+        **os.environ,
+        locations.EXPLORE_DATA_ENV: str(data),
+        locations.EXPLORE_RUN_ENV: str(run.resolve()) if run else "",
+    }
+    cmd = [sys.executable, "-m", "voila", str(notebook), f"--port={port}", "--Voila.ip=127.0.0.1"]
     cmd += ["--show_tracebacks=True", *([] if open_browser else ["--no-browser"])]
     print(f"explorer: http://127.0.0.1:{port}/  (data {data}; {f'run {run}' if run else 'no run'}); Ctrl+C stops it")
     voila = subprocess.Popen(cmd, env=env)

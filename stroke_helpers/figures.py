@@ -1,10 +1,15 @@
 """Figure-making functions the notebooks show (pure: arrays in, a matplotlib Figure out).
 
-Display convention: arrays are ``(X, Y, Z)`` as on disk; :func:`axial` returns the slice
-transposed so that ``imshow(..., origin="lower")`` shows the face at the top. The first axis
-runs to the patient's right (RAS, what the identity affine of the ISLES headers says; the
-phantom is built that way), so images are shown in the neurological convention and every image
-panel carries L and R markers (:func:`orientation`).
+Orientation, the one convention: every function here takes volumes ``(X, Y, Z)`` and slices
+``(X, Y)`` in the loader's on-disk order (:func:`axial` cuts one out) and transposes them itself,
+where it draws (``imshow(a.T, origin="lower")``, ``contour(a.T)``, ``set_data(a.T)``), so the
+face is at the top. Callers never transpose. The first axis runs to the patient's right (RAS,
+what the identity affine of the ISLES headers says; the phantom is built that way), so images are
+shown in the neurological convention and every image panel carries L and R markers
+(:func:`orientation`).
+
+Panels of segmentation figures are :class:`Panel` objects: an image with its window, colormap
+and colorbar label, the expert mask and a predicted region outlined, and a caption.
 
 One style for the package (:data:`STYLE`, applied on import so that notebooks, widgets and
 saved files agree): 100 dpi on screen, 300 dpi saved, constrained layout (:func:`subplots`),
@@ -14,14 +19,16 @@ units.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from .datasets import brain_mask, inside_skull
-from .isles import Study
 from .metrics import dice
+from .modalities import MODALITIES, PERFUSION_MAPS, normalised_label
+from .modalities import modality as row_of
 
 #: The package's figure style.
 STYLE = {
@@ -59,9 +66,9 @@ def colorbar(fig, im, ax, label: str = ""):
 def image_panel(
     fig, ax, image, cmap: str, window, label: str = "", title: str = "", bar: bool = True, sides: bool = True
 ):
-    """An axial image (already transposed) in its window, with L/R markers (unless ``sides`` is
-    False: an augmented slice may be flipped) and a colorbar."""
-    im = ax.imshow(image, cmap=cmap, vmin=window[0], vmax=window[1], origin="lower")
+    """An axial slice ``(X, Y)`` in its window, with L/R markers (unless ``sides`` is False: an
+    augmented slice may be flipped) and a colorbar."""
+    im = ax.imshow(image.T, cmap=cmap, vmin=window[0], vmax=window[1], origin="lower")
     if bar:
         colorbar(fig, im, ax, label)
     if sides:
@@ -71,28 +78,39 @@ def image_panel(
     return im
 
 
-#: Units of each provided map, for window sliders and colorbars: ISLES 2018's CBF and CBV (and
-#: the phantom's, which imitate them) are uncalibrated, only proportional to physical units.
-UNITS = {"CT": "HU", "CBF": "a.u.", "CBV": "a.u.", "MTT": "s", "Tmax": "s", "4DPWI": "HU"}
-#: Physical units, for true maps and maps brought back to them.
-TRUE_UNITS = UNITS | {"CBF": "mL/100 g/min", "CBV": "mL/100 g"}
-
-#: Display windows of docs/decisions.md §5.
-WINDOWS = {"CT": (0, 100), "CBF": (0, 1000), "CBV": (0, 100), "MTT": (0, 20), "Tmax": (0, 20)}
+# Units, windows and colormaps of each modality are rows of stroke_helpers.modalities.TABLE.
 
 
 def display_window(modality: str, volume: np.ndarray) -> tuple[float, float]:
-    """The display window of docs/decisions.md §5; CBF and CBV are uncalibrated, so their upper end is the
-    volume's own 99th percentile of positive voxels."""
-    lo, hi = WINDOWS[modality]
-    if modality in ("CBF", "CBV"):
+    """The modality's display window (docs/decisions.md §5) in its units; for an uncalibrated map
+    (CBF, CBV: upper end ``None`` in the table) the upper end is the volume's own 99th percentile
+    of positive voxels."""
+    lo, hi = row_of(modality).window
+    if hi is None:
         hi = float(np.percentile(volume[volume > 0], 99)) if (volume > 0).any() else 1.0
     return lo, hi
 
 
 def axial(volume: np.ndarray, z: int) -> np.ndarray:
-    """The axial slice ``z`` ready for ``imshow(origin="lower")``."""
-    return volume[:, :, z].T
+    """The axial slice ``z`` of a volume ``(X, Y, Z)``, as ``(X, Y)``."""
+    return volume[:, :, z]
+
+
+@dataclass
+class Panel:
+    """One image panel of :func:`segmentation_grid` or :func:`draw_overlays`.
+
+    ``image (X, Y)`` in ``window`` with ``cmap``, its colorbar labelled ``label``; ``truth`` and
+    ``pred`` ``(X, Y)`` binary masks outlined (expert, predicted), either may be None;
+    ``caption`` under the panel (default in a segmentation grid: the slice Dice of ``pred``)."""
+
+    image: np.ndarray
+    truth: np.ndarray | None = None
+    pred: np.ndarray | None = None
+    caption: str = ""
+    cmap: str = "gray"
+    window: tuple[float, float] = (0.0, 1.0)
+    label: str = ""
 
 
 def ct_realism(ct: np.ndarray) -> dict[str, float]:
@@ -124,7 +142,8 @@ def ct_realism_figure(
         (axes[0], phantom_ct, z_phantom, "phantom CT"),
         (axes[1], real_ct, z_real, "real ISLES CT (case 1)"),
     ):
-        image_panel(fig, ax, axial(vol, z), "gray", (0, 100), "HU", f"{title}, slice {z}")
+        ct = row_of("CT")
+        image_panel(fig, ax, axial(vol, z), ct.cmap, ct.window, ct.unit, f"{title}, slice {z}")
     for vol, label in ((phantom_ct, "phantom"), (real_ct, "real")):
         n = ct_realism(vol)
         head = (vol != n["background_hu"]) & (vol >= -30) & (vol <= 110)
@@ -136,7 +155,7 @@ def ct_realism_figure(
             density=True,
             label=f"{label}: brain median {n['brain_median_hu']:.0f} HU, background {n['background_hu']:.0f}",
         )
-    axes[2].set_xlabel("HU")
+    axes[2].set_xlabel(row_of("CT").unit)
     axes[2].set_title("head voxels, −30…110 HU")
     axes[2].legend(fontsize=8)
     return fig
@@ -144,17 +163,17 @@ def ct_realism_figure(
 
 def study_figure(volumes: dict[str, np.ndarray], z: int, mask: np.ndarray | None = None, title: str = ""):
     """One slice of every modality in its display window, the lesion outline in red."""
-    names = [m for m in ("CT", "CBF", "CBV", "MTT", "Tmax") if m in volumes]
+    names = [m for m in MODALITIES if m in volumes]
     fig, axes = subplots(1, len(names), figsize=(2.9 * len(names), 2.9))
     for ax, m in zip(np.atleast_1d(axes), names):
-        image_panel(fig, ax, axial(volumes[m], z), cmap_of(m), display_window(m, volumes[m]), UNITS[m], m)
+        image_panel(fig, ax, axial(volumes[m], z), cmap_of(m), display_window(m, volumes[m]), row_of(m).unit, m)
         if mask is not None and mask[:, :, z].any():
-            ax.contour(axial(mask, z), levels=[0.5], colors="red", linewidths=0.8)
+            ax.contour(axial(mask, z).T, levels=[0.5], colors="red", linewidths=0.8)
     fig.suptitle(title)
     return fig
 
 
-def modality_histograms(studies, modalities=("CT", "CBF", "CBV", "MTT", "Tmax"), bins: int = 60):
+def modality_histograms(studies, modalities=MODALITIES, bins: int = 60):
     """Intensity histograms of brain voxels per modality (lesion vs the rest), raw units."""
     fig, axes = subplots(1, len(modalities), figsize=(3.2 * len(modalities), 2.8))
     for ax, m in zip(np.atleast_1d(axes), modalities):
@@ -164,7 +183,8 @@ def modality_histograms(studies, modalities=("CT", "CBF", "CBV", "MTT", "Tmax"),
             les = s.mask.astype(bool) if s.mask is not None else np.zeros_like(brain)
             inside.append(s.images[m][brain & ~les])
             lesion.append(s.images[m][brain & les])
-        lo, hi = WINDOWS[m] if m not in ("CBF", "CBV") else (0, np.percentile(np.concatenate(inside), 99.5))
+        lo, hi = row_of(m).window
+        hi = np.percentile(np.concatenate(inside), 99.5) if hi is None else hi
         kw = {"bins": bins, "range": (lo, hi), "density": True, "histtype": "step"}
         ax.hist(np.concatenate(inside), label="brain", **kw)
         ax.hist(np.concatenate(lesion), label="lesion", color="red", **kw)
@@ -210,12 +230,13 @@ def maps_side_by_side(rows: dict[str, dict[str, np.ndarray]], z: int, windows: d
     deconvolved ones brought back to them), the same window down every column (the first row's,
     unless ``windows`` gives one)."""
     labels = list(rows)
-    names = [m for m in ("CBF", "CBV", "MTT", "Tmax") if all(m in rows[k] for k in labels)]
+    names = [m for m in PERFUSION_MAPS if all(m in rows[k] for k in labels)]
     fig, axes = subplots(len(labels), len(names), figsize=(2.9 * len(names), 2.7 * len(labels)), squeeze=False)
     for j, m in enumerate(names):
         window = (windows or {}).get(m) or display_window(m, rows[labels[0]][m])
         for i, label in enumerate(labels):
-            image_panel(fig, axes[i, j], axial(rows[label][m], z), "magma", window, TRUE_UNITS[m], f"{m}, {label}")
+            unit = row_of(m).physical_unit
+            image_panel(fig, axes[i, j], axial(rows[label][m], z), row_of(m).cmap, window, unit, f"{m}, {label}")
     return fig
 
 
@@ -229,15 +250,13 @@ def batch_figure(images: np.ndarray, masks: np.ndarray, channels: list[str], nam
         for i in range(b):
             ax = axes[i, j]
             im = image_panel(
-                fig, ax, images[i, j].T, cmap_of(name), (0, 1.5), bar=False, title=name if i == 0 else "", sides=False
+                fig, ax, images[i, j], cmap_of(name), (0, 1.5), bar=False, title=name if i == 0 else "", sides=False
             )
             if masks[i].any():
                 ax.contour(masks[i].T, levels=[0.5], colors=EXPERT, linewidths=0.8)
             if j == 0:
                 ax.text(-0.06, 0.5, names[i], transform=ax.transAxes, rotation=90, va="center", ha="right", fontsize=7)
-    colorbar(
-        fig, im, list(axes.ravel()), "normalised input (CT / 100 HU, CBF and CBV / brain mean, MTT and Tmax / 20 s)"
-    )
+    colorbar(fig, im, list(axes.ravel()), f"normalised input ({normalised_label(channels)})")
     return fig
 
 
@@ -273,7 +292,7 @@ def learning_curves(histories: dict[str, list[dict]]):
 def _outline(ax, image, truth, pred=None, title="", cmap="gray", window=(0, 1)):
     im = ax.imshow(image.T, cmap=cmap, origin="lower", vmin=window[0], vmax=window[1])
     orientation(ax)
-    if truth.any():
+    if truth is not None and truth.any():
         ax.contour(truth.T, levels=[0.5], colors="red", linewidths=1)
     if pred is not None and pred.any():
         ax.contour(pred.T, levels=[0.5], colors="#3399ff", linewidths=1)
@@ -285,7 +304,7 @@ def _outline(ax, image, truth, pred=None, title="", cmap="gray", window=(0, 1)):
 def level_outputs(image: np.ndarray, truth: np.ndarray, levels: np.ndarray, weights=None):
     """The six deep-supervision outputs (probabilities), bottleneck (level 6) to level 1."""
     fig, axes = subplots(1, len(levels) + 1, figsize=(2.6 * (len(levels) + 1), 2.8))
-    colorbar(fig, _outline(axes[0], image, truth, title="input + expert (red)"), axes[0], "Tmax / 20 s")
+    colorbar(fig, _outline(axes[0], image, truth, title="input + expert (red)"), axes[0], normalised_label(["Tmax"]))
     for k, (ax, p) in enumerate(zip(axes[1:], levels)):
         im = ax.imshow(p.T, cmap="viridis", vmin=0, vmax=1, origin="lower")
         orientation(ax)
@@ -304,14 +323,10 @@ def save(fig, path: Path, dpi: int = STYLE["savefig.dpi"]) -> Path | None:
     return Path(path)
 
 
-def segmentation_grid(grid: list[list[dict | None]], row_labels=(), col_labels=(), image_label="normalised Tmax"):
-    """Panels like the paper's Figures 2-4: expert contour red, prediction blue, Dice in each.
-
-    ``grid[r][c]``: ``image (S, S)``, ``truth``, ``pred`` (binary) and optionally ``dice``
-    (computed on the slice when absent), ``caption`` (instead of the Dice: e.g. a map that is not
-    a prediction), ``cmap`` and ``window``; ``None`` leaves a panel empty. Each row gets one
-    colorbar (``image_label``, or the row's ``label`` key).
-    """
+def segmentation_grid(grid: list[list[Panel | None]], row_labels=(), col_labels=(), image_label="normalised Tmax"):
+    """Panels like the paper's Figures 2-4: expert contour red, prediction blue, and each
+    :class:`Panel`'s caption (default: its slice Dice); ``None`` leaves a panel empty. Each row
+    gets one colorbar (its first panel's ``label``, else ``image_label``)."""
     rows, cols = len(grid), max(len(r) for r in grid)
     fig, axes = subplots(rows, cols, figsize=(2.6 * cols + 0.6, 2.6 * rows), squeeze=False)
     for r, row in enumerate(grid):
@@ -321,10 +336,8 @@ def segmentation_grid(grid: list[list[dict | None]], row_labels=(), col_labels=(
             if p is None:
                 ax.axis("off")
                 continue
-            caption = p.get("caption") or f"Dice {p.get('dice', dice(p['pred'], p['truth'])):.2f}"
-            im = _outline(
-                ax, p["image"], p["truth"], p["pred"], caption, p.get("cmap", "gray"), p.get("window", (0, 1))
-            )
+            caption = p.caption or (f"Dice {dice(p.pred, p.truth):.2f}" if p.pred is not None else "")
+            im = _outline(ax, p.image, p.truth, p.pred, caption, p.cmap, p.window)
             if r == 0 and c < len(col_labels):
                 ax.set_title(f"{col_labels[c]}\n{caption}", fontsize=9)
             if c == 0 and r < len(row_labels):
@@ -332,9 +345,22 @@ def segmentation_grid(grid: list[list[dict | None]], row_labels=(), col_labels=(
                     -0.08, 0.5, row_labels[r], transform=ax.transAxes, rotation=90, va="center", ha="right", fontsize=9
                 )
         if im is not None:
-            label = next((p.get("label") for p in row if p and p.get("label")), image_label)
+            label = next((p.label for p in row if p and p.label), image_label)
             colorbar(fig, im, list(axes[r]), label)
     return fig
+
+
+def model_grid_figure(grid: list[list[Panel]], rows, columns, title: str):
+    """The paper's Figures 2 and 3: one slice predicted by every configuration (``rows``) and
+    input (``columns``)."""
+    fig = segmentation_grid(grid, row_labels=rows, col_labels=columns)
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def figure4_figure(grid: list[list[Panel]]):
+    """The paper's Figure 4: stage 1, the cascade and the synthetic map ``Ms``, one column per study."""
+    return segmentation_grid(grid, row_labels=("stage 1", "cascade", "synthetic map Ms"))
 
 
 def synthetic_map_figure(channels: dict[str, np.ndarray], ms: np.ndarray, truth: np.ndarray):
@@ -342,8 +368,8 @@ def synthetic_map_figure(channels: dict[str, np.ndarray], ms: np.ndarray, truth:
     names = list(channels)
     fig, axes = subplots(1, len(names) + 1, figsize=(2.6 * (len(names) + 1), 2.9))
     for ax, name in zip(axes, names):
-        image_panel(fig, ax, channels[name].T, cmap_of(name), (0, 1.5 if name != "CT" else 1), "normalised", name)
-    image_panel(fig, axes[-1], ms.T, "inferno", (0, 1.5), "Ms (a.u.)", "synthetic map Ms")
+        image_panel(fig, ax, channels[name], cmap_of(name), row_of(name).normalised_window, "normalised", name)
+    image_panel(fig, axes[-1], ms, "inferno", (0, 1.5), "Ms (a.u.)", "synthetic map Ms")
     for ax in axes:
         if truth.any():
             ax.contour(truth.T, levels=[0.5], colors="red", linewidths=0.7)
@@ -353,19 +379,9 @@ def synthetic_map_figure(channels: dict[str, np.ndarray], ms: np.ndarray, truth:
 def class_weight_figure(image: np.ndarray, truth: np.ndarray, weights: np.ndarray):
     """A slice, its mask and its class-weight map ``C``."""
     fig, axes = subplots(1, 3, figsize=(10, 3.0))
-    image_panel(fig, axes[0], image.T, "gray", (0, 1.5), "Tmax / 20 s", "input")
-    image_panel(fig, axes[1], truth.T, "gray", (0, 1), "lesion (1) or not (0)", "expert mask Y")
-    image_panel(fig, axes[2], weights.T, "coolwarm", (0, 1), "weight", "class weights C")
-    return fig
-
-
-def draw_slice(study: Study, modality: str, z: int, window: tuple[float, float], overlay: bool = True):
-    """One modality of one slice in a display window, the lesion outlined in red."""
-    fig, ax = subplots(figsize=(4.2, 4.2))
-    image_panel(fig, ax, axial(study.images[modality], z), cmap_of(modality), window, UNITS[modality])
-    if overlay and study.mask is not None and study.mask[:, :, z].any():
-        ax.contour(axial(study.mask, z), levels=[0.5], colors="red", linewidths=1)
-    ax.set_title(f"{study.name}  {modality}  z={z}")
+    image_panel(fig, axes[0], image, "gray", (0, 1.5), normalised_label(["Tmax"]), "input")
+    image_panel(fig, axes[1], truth, "gray", (0, 1), "lesion (1) or not (0)", "expert mask Y")
+    image_panel(fig, axes[2], weights, "coolwarm", (0, 1), "weight", "class weights C")
     return fig
 
 
@@ -376,7 +392,7 @@ def draw_attention(image: np.ndarray, mask: np.ndarray, attention: dict[int, np.
     """
     fig, axes = subplots(1, 2, figsize=(7, 3.6))
     image_panel(
-        fig, axes[0], image.T, "gray", (float(image.min()), float(image.max()) or 1.0), "normalised", title or "input"
+        fig, axes[0], image, "gray", (float(image.min()), float(image.max()) or 1.0), "normalised", title or "input"
     )
     a = attention[level]
     im = axes[1].imshow(
@@ -403,7 +419,7 @@ def attention_levels(images: np.ndarray, masks: np.ndarray, maps: dict[str, dict
         len(names), len(levels) + 1, figsize=(2.5 * (len(levels) + 1), 2.7 * len(names)), squeeze=False
     )
     for r, name in enumerate(names):
-        image_panel(fig, axes[r, 0], images[i].T, "magma", (0, 1.5), "Tmax / 20 s", f"input ({name})")
+        image_panel(fig, axes[r, 0], images[i], "magma", (0, 1.5), normalised_label(["Tmax"]), f"input ({name})")
         if masks[i].any():
             axes[r, 0].contour(masks[i].T, levels=[0.5], colors="red", linewidths=0.8)
         for c, lvl in enumerate(levels, start=1):
@@ -454,7 +470,8 @@ EXPERT, PREDICTED = "red", "#3399ff"
 
 
 def cmap_of(name: str) -> str:
-    return "gray" if name in ("CT", "4DPWI") else "magma"
+    """The modality's colormap (an unknown name is refused in one line)."""
+    return row_of(name).cmap
 
 
 def figure_png(fig) -> bytes:
@@ -471,13 +488,13 @@ def figure_png(fig) -> bytes:
 
 
 def _set_outlines(ax, masks: list[tuple[np.ndarray | None, str]], extent=None) -> None:
-    """Replace the contour lines of ``ax`` with one per ``(mask, colour)`` (empty masks: none)."""
+    """Replace the contour lines of ``ax`` with one per ``(mask (X, Y), colour)`` (empty masks: none)."""
     for artist in getattr(ax, "_live_outlines", []):
         artist.remove()
     ax._live_outlines = []
     for mask, colour in masks:
         if mask is not None and mask.any():
-            cs = ax.contour(mask, levels=[0.5], colors=colour, linewidths=1, extent=extent)
+            cs = ax.contour(mask.T, levels=[0.5], colors=colour, linewidths=1, extent=extent)
             ax._live_outlines.append(cs)
 
 
@@ -487,15 +504,15 @@ def draw_maps(
     outline: np.ndarray | None = None,
     title: str = "",
 ):
-    """One panel per map (already axial, :func:`axial`), each in its own window with a colorbar in
-    its units (:data:`UNITS`), the lesion ``outline`` in red. :func:`update_maps` redraws it."""
+    """One panel per map (axial slices ``(X, Y)``, :func:`axial`), each in its own window with a colorbar in
+    its units (the modality table's), the lesion ``outline`` in red. :func:`update_maps` redraws it."""
     names = list(slices)
     if not names:
         raise ValueError("draw_maps needs at least one map")
     fig, axes = subplots(1, len(names), figsize=(2.9 * len(names), 3.0), squeeze=False)
     for ax, m in zip(axes[0], names):
-        im = ax.imshow(slices[m], cmap=cmap_of(m), vmin=windows[m][0], vmax=windows[m][1], origin="lower")
-        colorbar(fig, im, ax, UNITS.get(m, ""))
+        im = ax.imshow(slices[m].T, cmap=cmap_of(m), vmin=windows[m][0], vmax=windows[m][1], origin="lower")
+        colorbar(fig, im, ax, row_of(m).unit)
         orientation(ax)
         ax.set_title(m, fontsize=9)
         ax.axis("off")
@@ -507,7 +524,7 @@ def update_maps(fig, slices, windows, outline=None, title: str = "") -> None:
     """Show other slices, windows or outline in a :func:`draw_maps` figure, in place."""
     for ax, m in zip([a for a in fig.axes if a.images and a.get_title()], slices):
         im = ax.images[0]
-        im.set_data(slices[m])
+        im.set_data(slices[m].T)
         im.set_clim(*windows[m])
         _set_outlines(ax, [(outline, EXPERT)])
     fig.suptitle(title, fontsize=9)
@@ -525,7 +542,8 @@ def draw_series(
     """One frame of the 4D series (axial) with the chosen voxel marked, and time-attenuation
     curves (HU above the first two frames) with the frame's time marked. :func:`update_series`."""
     fig, (a0, a1) = subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [1, 1.4]})
-    colorbar(fig, a0.imshow(frame, cmap="gray", vmin=window[0], vmax=window[1], origin="lower"), a0, "HU")
+    pwi = row_of("4DPWI")
+    colorbar(fig, a0.imshow(frame.T, cmap=pwi.cmap, vmin=window[0], vmax=window[1], origin="lower"), a0, pwi.unit)
     orientation(a0)
     a0.plot([point[0]], [point[1]], "+", color="cyan", ms=12, mew=2)
     a0.axis("off")
@@ -541,7 +559,7 @@ def draw_series(
 def update_series(fig, frame, window, point, times, curves, t, title="") -> None:
     """Show another frame, voxel or curves in a :func:`draw_series` figure, in place."""
     a0, a1 = fig.axes[:2]
-    a0.images[0].set_data(frame)
+    a0.images[0].set_data(frame.T)
     a0.images[0].set_clim(*window)
     a0.lines[0].set_data([point[0]], [point[1]])
     a0.set_title(title or f"t = {times[t]:.1f} s", fontsize=9)
@@ -555,19 +573,17 @@ def update_series(fig, frame, window, point, times, curves, t, title="") -> None
     a1.set_title(f"frame {t}: {times[t]:.1f} s", fontsize=9)
 
 
-def draw_overlays(panels: list[dict], curves: dict | None = None, title: str = ""):
+def draw_overlays(panels: list[Panel], curves: dict | None = None, title: str = ""):
     """Slices with the expert outline (red) and a predicted or thresholded region (blue).
 
-    ``panels``: dicts of ``image``, ``truth``, ``pred`` (``(S, S)`` as ``(X, Y)``, shown
-    transposed), and optionally ``title``, ``window`` and ``cmap``. Optionally, beside them,
+    ``panels``: :class:`Panel` objects, the caption as each panel's title. Optionally, beside them,
     ``curves = {"x": thresholds, "Dice": ..., "precision": ..., "current": t}`` with the current
     threshold marked. :func:`update_overlays` redraws it in place."""
     n = len(panels) + (1 if curves else 0)
     fig, axes = subplots(1, n, figsize=(4.0 * n + 0.6, 3.7), squeeze=False)
     for ax, p in zip(axes[0], panels):
-        window = p.get("window", (0, 1))
-        im = ax.imshow(p["image"].T, cmap=p.get("cmap", "gray"), vmin=window[0], vmax=window[1], origin="lower")
-        colorbar(fig, im, ax, p.get("label", ""))
+        im = ax.imshow(p.image.T, cmap=p.cmap, vmin=p.window[0], vmax=p.window[1], origin="lower")
+        colorbar(fig, im, ax, p.label)
         orientation(ax)
         ax.axis("off")
     if curves:
@@ -584,13 +600,13 @@ def draw_overlays(panels: list[dict], curves: dict | None = None, title: str = "
     return fig
 
 
-def update_overlays(fig, panels: list[dict], curves: dict | None = None, title: str = "") -> None:
+def update_overlays(fig, panels: list[Panel], curves: dict | None = None, title: str = "") -> None:
     """Show other slices, regions or thresholds in a :func:`draw_overlays` figure, in place."""
     for ax, p in zip([a for a in fig.axes if a.images], panels):
-        ax.images[0].set_data(p["image"].T)
-        ax.images[0].set_clim(*p.get("window", (0, 1)))
-        _set_outlines(ax, [(p["truth"].T, EXPERT), (p["pred"].T, PREDICTED)])
-        ax.set_title(p.get("title", ""), fontsize=9)
+        ax.images[0].set_data(p.image.T)
+        ax.images[0].set_clim(*p.window)
+        _set_outlines(ax, [(p.truth, EXPERT), (p.pred, PREDICTED)])
+        ax.set_title(p.caption, fontsize=9)
     if curves:
         marker = [a for a in fig.axes if a.get_xlabel()][0].lines[-1]
         marker.set_xdata([curves["current"], curves["current"]])
@@ -632,4 +648,18 @@ def update_levels(fig, image, mask, maps, windows=None, title="") -> None:
         ax.images[0].set_clim(lo, hi if hi > lo else lo + 1)
         ax.set_title(f"{name} ({a.shape[0]}x{a.shape[1]})", fontsize=9)
     for ax in panels:
-        _set_outlines(ax, [(mask.T, EXPERT)], extent=extent)
+        _set_outlines(ax, [(mask, EXPERT)], extent=extent)
+
+
+def realism_figure(panels: dict[str, tuple[np.ndarray, np.ndarray]]):
+    """Axial CT slices side by side in one brain window (0-80 HU), each titled with its brain HU
+    percentiles: ``panels`` = ``{title: (slice (X, Y), percentiles)}`` as
+    :func:`stroke_helpers.realism.realism_panels` gives them."""
+    fig, axes = subplots(1, len(panels), figsize=(11, 4.0))
+    for ax, (title, (img, pct)) in zip(axes, panels.items(), strict=True):
+        pct_text = "/".join(f"{v:.0f}" for v in pct)
+        im = image_panel(
+            fig, ax, img, "gray", (0, 80), bar=False, title=f"{title}\nbrain HU p5/25/50/75/95: {pct_text}"
+        )
+    colorbar(fig, im, list(axes), "HU")
+    return fig

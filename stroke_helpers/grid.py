@@ -3,27 +3,30 @@
 Rows are the paper's three configurations: ``base`` (plain skips, full-resolution loss),
 ``MR`` (multilevel refinement) and ``MR+ATT`` (refinement and cross-attention). Table 1's
 columns are single modalities, Table 2's combinations (docs/decisions.md §1). Every run lives in
-``OUT/runs/{row}_{modalities}``; a run that has finished and been evaluated is skipped, so a
+the results folder's run ``{row}_{modalities}`` (:class:`~stroke_helpers.runs.ResultsFolder`); a run that has finished and been evaluated is skipped, so a
 rerun only does what is missing, and an interrupted one resumes.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .cascade import run_cascade
 from .inference import evaluate
+from .modalities import ALL
 from .presets import get_preset
-from .runs import TrainConfig, is_finished, metrics_path
+from .runs import ResultsFolder, RunFolder, TrainConfig, is_finished, metrics_path
 from .train import train
+from .truth import has_test_truth
 
 ROWS = {"base": (False, False), "MR": (False, True), "MR+ATT": (True, True)}  # (attention, multilevel)
+# Columns in the paper's order (run folders are named after them, so they keep the paper's
+# spelling); "All" is every input of the modality table, in channel order.
 TABLE1 = ("CT", "CBV", "CBF", "Tmax", "MTT")
-TABLE2 = ("Tmax,CBV", "Tmax,CBF", "CBV,CBF", "Tmax,CBV,CBF", "CT,CBV,CBF,MTT,Tmax")
-COLUMN_NAMES = {"CT": "NCCT", "CT,CBV,CBF,MTT,Tmax": "All"}
+TABLE2 = ("Tmax,CBV", "Tmax,CBF", "CBV,CBF", "Tmax,CBV,CBF", ALL)
+COLUMN_NAMES = {"CT": "NCCT", ALL: "All"}
 CASCADES = {
     "cascade": 0,
     "cascade_oof": 5,
@@ -43,12 +46,6 @@ def run_name(row: str, modalities: str) -> str:
 def seed_folder(name: str, seed: int, base_seed: int = 0) -> str:
     """``name`` for the grid's own seed, ``name_seedN`` for the extra seeds."""
     return name if seed == base_seed else f"{name}_seed{seed}"
-
-
-def has_test_truth(data: Path) -> bool:
-    """Whether the TESTING split can be scored: the phantom keeps its masks under ``truth/``;
-    real ISLES 2018 keeps them private, so there the grid scores validation studies only."""
-    return (Path(data) / "truth" / "TESTING").is_dir()
 
 
 @dataclass
@@ -75,7 +72,7 @@ class Grid:
         seed = self.seed if seed is None else seed
         return TrainConfig(
             data=str(self.data),
-            out=str(folder or self.out / "runs" / seed_folder(run_name(row, modalities), seed, self.seed)),
+            out=str(folder or ResultsFolder(self.out).run(seed_folder(run_name(row, modalities), seed, self.seed))),
             preset=self.preset,
             modalities=modalities,
             attention=attention,
@@ -102,21 +99,21 @@ class Grid:
         """Train (or finish) and evaluate one run unless it has been evaluated; its folder."""
         cfg = self.config(row, modalities, seed=seed)
         if not is_finished(cfg.out, cfg.n_epochs):
-            train(cfg, resume=(Path(cfg.out) / "last.pt").exists())
+            train(cfg, resume=RunFolder(cfg.out).last.exists())
         self.evaluate(Path(cfg.out))
         return Path(cfg.out)
 
     def cascade(self, folder: str, seed: int | None = None) -> Path:
         """One of :data:`CASCADES`; stage 1 is exactly the MR+ATT All run of that seed, so it is reused."""
         seed = self.seed if seed is None else seed
-        run, folds = self.out / "runs" / seed_folder(folder, seed, self.seed), CASCADES[folder]
-        if not (run / "cascade.json").exists():
-            source = self.run("MR+ATT", TABLE2[-1], seed)
-            if not (run / "stage1").exists():
-                shutil.copytree(source, run / "stage1", ignore=shutil.ignore_patterns("metrics*.json"))
-            run_cascade(self.config("MR+ATT", TABLE2[-1], folder=run, seed=seed), folds=folds, resume=True)
-        self.evaluate(run)
-        return run
+        run, folds = ResultsFolder(self.out).run(seed_folder(folder, seed, self.seed)), CASCADES[folder]
+        if not run.is_cascade:
+            source = RunFolder(self.run("MR+ATT", TABLE2[-1], seed))
+            if not run.stage1.path.exists():
+                source.copy(run.stage1)  # without its scores: the cascade is scored as a whole
+            run_cascade(self.config("MR+ATT", TABLE2[-1], folder=run.path, seed=seed), folds=folds, resume=True)
+        self.evaluate(run.path)
+        return run.path
 
     def todo(self) -> list[tuple[str, tuple]]:
         """Every step of the grid in order: ``("run", (row, modalities, seed))`` or ``("cascade", (folder, seed))``."""

@@ -23,9 +23,9 @@ from .datasets import build_slices, preprocess_study, to_native
 from .engine import autocast_dtype, predict_logits, resolve_device
 from .isles import load_study, write_like
 from .metrics import METRICS, study_metrics, summarise
-from .phantom.truth import load_study_truth
 from .runs import (
     RunError,
+    RunFolder,
     in_shipped_checkpoint,
     load_model,
     metrics_path,
@@ -34,6 +34,7 @@ from .runs import (
     study_indices,
     write_json,
 )
+from .truth import load_study_truth
 
 THRESHOLD = 0.5
 
@@ -46,11 +47,11 @@ class Predictor:
         if not self.run_dir.is_dir():
             raise RunError(f"{run_dir}: no such run folder")
         self.device = resolve_device(device)
-        cascade = self.run_dir / "cascade.json"
-        self.cascade = read_json(cascade, "cascade description") if cascade.exists() else None
+        run = RunFolder(self.run_dir)
+        self.cascade = read_json(run.cascade, "cascade description") if run.is_cascade else None
         if self.cascade:
-            self.stage1, _ = load_model(self.run_dir / "stage1", device=self.device)
-            self.model, self.config = load_model(self.run_dir / "stage2", device=self.device)
+            self.stage1, _ = load_model(run.stage1, device=self.device)
+            self.model, self.config = load_model(run.stage2, device=self.device)
         else:
             self.stage1 = None
             self.model, self.config = load_model(self.run_dir, device=self.device)
@@ -60,7 +61,8 @@ class Predictor:
 
     @property
     def split(self) -> dict[str, list[str]]:
-        return read_split(self.run_dir / "stage2" if self.cascade else self.run_dir)
+        run = RunFolder(self.run_dir)
+        return read_split(run.stage2 if self.cascade else run)
 
     def synthetic_map(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised ``Ms (N, 1, S, S)`` from the cascade's stage 1."""

@@ -6,8 +6,9 @@ Layout (docs/decisions.md §5)::
                          SMIR.Brain.XX.O.CT_CBF.345563/...
     ROOT/TESTING/case_1/...
 
-Files are matched by their *modality token* (``CT``, ``CT_4DPWI``, ``CT_CBF``, ``CT_CBV``,
-``CT_MTT``, ``CT_Tmax``, ``OT``; ``MR_`` prefixes accepted), never by whole names, because
+Files are matched by their *modality token* (the ``token`` of each row of
+:data:`stroke_helpers.modalities.TABLE`: ``CT``, ``CT_4DPWI``, ``CT_CBF``, ``CT_CBV``, ``CT_MTT``,
+``CT_Tmax``, ``OT``; ``MR_`` prefixes accepted), never by whole names, because
 ids are not consecutive in the test set and some cases mix id ranges. ``.nii`` and ``.nii.gz``
 are both read.
 
@@ -26,7 +27,6 @@ from __future__ import annotations
 import csv
 import re
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -34,57 +34,19 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-#: Input channels in the fixed order of docs/decisions.md §1.
-MODALITIES = ("CT", "CBV", "CBF", "MTT", "Tmax")
-#: Every modality token a case folder may hold (4DPWI is the raw perfusion series, OT the mask).
-TOKENS = ("CT", "4DPWI", "CBF", "CBV", "MTT", "Tmax", "OT")
-#: The file-name token and on-disk dtype of each modality, as in the official archives.
-FILE_TOKEN = {
-    "CT": "CT",
-    "4DPWI": "CT_4DPWI",
-    "CBF": "CT_CBF",
-    "CBV": "CT_CBV",
-    "MTT": "CT_MTT",
-    "Tmax": "CT_Tmax",
-    "OT": "OT",
-}
-DTYPES = {
-    "CT": np.int32,
-    "4DPWI": np.int16,
-    "CBF": np.uint16,
-    "CBV": np.uint16,
-    "MTT": np.float64,
-    "Tmax": np.float64,
-    "OT": np.uint8,
-}
-#: Order of the consecutive file ids in the official training set (4DPWI = n, CT = n + 1, ...).
-ID_ORDER = ("4DPWI", "CT", "CBF", "CBV", "MTT", "Tmax", "OT")
+# what each modality is lives in .modalities; MODALITIES and channel_indices are re-exported for older callers
+from .modalities import MODALITIES, canonical_modalities, channel_indices, from_token, modality  # noqa: F401
+
 SPLITS = ("TRAINING", "TESTING")
 #: A ``patients.csv`` (columns ``split,case,patient``) at the dataset root maps cases to patients.
 PATIENTS_FILE = "patients.csv"
 
 _CASE_RE = re.compile(r"^case_(\d+)$")
 _NIFTI_RE = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
-_TOKEN_LOOKUP = {t.upper(): t for t in TOKENS} | {"PWI": "4DPWI"}
 
 
 class IslesError(ValueError):
     """A problem with ISLES data on disk; the message names the case, the file and the problem."""
-
-
-def canonical_modalities(modalities: str | Iterable[str], allow_empty: bool = False) -> tuple[str, ...]:
-    """Modalities (a comma-separated string or names) checked and put in the fixed channel order
-    of :data:`MODALITIES`: the one place a modality list is validated."""
-    names = [m for m in modalities.split(",") if m] if isinstance(modalities, str) else list(modalities)
-    unknown = [m for m in names if m not in MODALITIES]
-    if unknown or not (names or allow_empty):
-        raise IslesError(f"unknown modality {', '.join(unknown) or '(none)'}; choose from {','.join(MODALITIES)}")
-    return tuple(m for m in MODALITIES if m in names)
-
-
-def channel_indices(modalities: Iterable[str]) -> list[int]:
-    """Channel index of each modality in the preprocessed ``(N, 5, S, S)`` images."""
-    return [MODALITIES.index(m) for m in canonical_modalities(modalities)]
 
 
 def modality_token(filename: str) -> str | None:
@@ -102,8 +64,9 @@ def modality_token(filename: str) -> str | None:
         key = part.upper()
         if key not in ("CT", "MR"):
             key = re.sub(r"^(CT|MR)_", "", key)
-        if key in _TOKEN_LOOKUP:
-            return _TOKEN_LOOKUP[key]
+        name = from_token(key)
+        if name is not None:
+            return name
     return None
 
 
@@ -169,8 +132,9 @@ def read_patients(root: str | Path) -> dict[str, str]:
 class Study:
     """One ISLES case: the co-registered volumes of a patient's CT slab.
 
-    ``images[m]`` is a float32 ``(X, Y, Z)`` array for each loaded modality ``m`` of
-    :data:`MODALITIES`; ``mask`` the uint8 lesion mask (``OT``), ``None`` in the test split.
+    ``images[m]`` is a float32 ``(X, Y, Z)`` array for each loaded input modality ``m`` of
+    :data:`~stroke_helpers.modalities.MODALITIES`; ``mask`` the uint8 lesion mask (``OT``),
+    ``None`` in the test split.
     ``header`` is the CT's NIfTI header: write predictions with :func:`write_like` to land in
     the study's own geometry. The raw 4D series is read only when :attr:`pwi` is touched.
     """
@@ -278,7 +242,8 @@ def load_study(
 
     Parameters
     ----------
-    modalities : which of :data:`MODALITIES` to read (all by default); each must be present.
+    modalities : which of :data:`~stroke_helpers.modalities.MODALITIES` to read (all by default);
+        each must be present.
     require_mask : whether ``OT`` must exist; by default it must in ``TRAINING`` cases.
     nan_policy : ``"raise"`` (default) or ``"zero"``, see the module docstring.
     """
@@ -388,19 +353,21 @@ def write_case(
 ) -> Path:
     """Write one case folder in the ISLES 2018 layout, in the official dtypes.
 
-    ``volumes`` maps tokens of :data:`TOKENS` to arrays (``4DPWI`` as ``(X, Y, Z, T)``);
-    ``ids`` gives each token's numeric id (consecutive in the official training set).
+    ``volumes`` maps modality names of :data:`~stroke_helpers.modalities.TABLE` to arrays (a
+    ``"series"`` such as ``4DPWI`` as ``(X, Y, Z, T)``), each written with the row's file token
+    and dtype; ``ids`` gives each one's numeric id (consecutive in the official training set).
     """
     case_dir = Path(split_dir) / f"case_{case_number}"
-    for token, array in volumes.items():
-        stem = f"SMIR.Brain.XX.O.{FILE_TOKEN[token]}.{ids[token]}"
+    for name, array in volumes.items():
+        row = modality(name)
+        stem = f"SMIR.Brain.XX.O.{row.token}.{ids[name]}"
         suffix = ".nii.gz" if compress else ".nii"
         write_volume(
             case_dir / stem / (stem + suffix),
             array,
-            DTYPES[token],
+            row.dtype,
             spacing,
-            time_step if token == "4DPWI" else None,
+            time_step if row.kind == "series" else None,
         )
     return case_dir
 

@@ -23,8 +23,9 @@ from .baseline import ncct_baseline
 from .datasets import build_slices
 from .grid import ALL_RUN, CASCADES, ROWS, TABLE1, TABLE2, column_name, run_name, seed_folder
 from .metrics import MIN_STUDIES, bootstrap_ci, paired_difference
+from .modalities import ALL, PERFUSION_MAPS
 from .presets import get_preset
-from .runs import metrics_path, read_history, read_split, slices_of
+from .runs import ResultsFolder, RunFolder, read_history, read_split, slices_of
 
 # the paper's numbers (ISLES 2018, 19 validation studies): Dice (mean, std), docs/decisions.md §1
 PAPER_TABLE1 = {
@@ -46,7 +47,7 @@ CASCADE_METRICS = ("dice", "precision", "recall", "hd95", "avd")
 
 def load_run_metrics(out: Path, folder: str, split: str = "val") -> dict | None:
     """A run's ``metrics.json`` (``val``) or ``metrics_test.json``, or None when absent."""
-    path = metrics_path(Path(out) / "runs" / folder, split)
+    path = ResultsFolder(out).run(folder).metrics(split)
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -111,8 +112,8 @@ def cascade_markdown(out: Path, split: str = "val") -> str:
 def comparisons(out: Path, split: str = "val") -> list[dict]:
     """The paper's claims as paired per-study Dice differences on the same studies (``a - b``),
     each with its paired bootstrap 95 % interval; comparisons whose runs are missing are left out."""
-    all_ = TABLE2[-1]
-    singles = [c for c in TABLE1 if c != "CT"]
+    all_ = ALL
+    singles = [c for c in TABLE1 if c in PERFUSION_MAPS]
     best = max(singles, key=lambda c: np.nanmean(list((per_study(out, run_name("MR+ATT", c)) or {"": -1}).values())))
     pairs = [
         ("MR vs base (All)", run_name("MR", all_), run_name("base", all_)),
@@ -183,7 +184,7 @@ def ncct_markdown(out: Path, data: Path, split: str = "val") -> str:
 
 def seed_spread(out: Path, base_seed: int = 0, split: str = "val") -> dict[str, list[float]]:
     """``{run: [mean Dice per seed]}`` for the All row and both cascades, over every seed run."""
-    names = {row: run_name(row, TABLE2[-1]) for row in ROWS} | {f: f for f in CASCADES}
+    names = {row: run_name(row, ALL) for row in ROWS} | {f: f for f in CASCADES}
     spread = {}
     for label, folder in names.items():
         means = []
@@ -209,7 +210,8 @@ def seeds_markdown(out: Path, base_seed: int = 0, split: str = "val") -> str:
 def trained_runs(out: Path) -> list[Path]:
     """Every run folder the grid trained, each once: a cascade's ``stage1`` is a copy of the
     MR+ATT All run, so it is left out."""
-    return [h.parent for h in sorted(Path(out, "runs").rglob("history.csv")) if h.parent.name != "stage1"]
+    runs = ResultsFolder(out).runs()
+    return [r.path for r in runs if r.history.is_file() and r != RunFolder(r.path.parent).stage1]
 
 
 def grid_overheads(out: Path, grid_wall: float) -> dict[str, float]:
@@ -235,7 +237,7 @@ def convergence(out: Path) -> list[dict]:
     for run in trained_runs(out):
         dice = [r["val_dice"] for r in read_history(run)]
         best, tail = max(dice), float(np.mean(dice[-3:]))
-        name = str(run.relative_to(Path(out, "runs")))
+        name = ResultsFolder(out).name(run)
         rows.append({"run": name, "best": best, "last3": tail, "final": dice[-1], "plateau": best - tail <= PLATEAU})
     return rows
 
@@ -336,6 +338,6 @@ def write_report(
     lines += ["", "## Convergence (validation Dice per epoch)", "", convergence_markdown(out)]
     lines += ["", "## Figures", ""] + [f"- [{f.name}]({f.relative_to(out)})" for f in figures]
     lines += ["", "## Time", "", time_markdown(seconds, out, grid_seconds)]
-    path = out / "report.md"
+    path = ResultsFolder(out).report
     path.write_text("\n".join(lines) + "\n")
     return path

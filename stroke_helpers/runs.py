@@ -1,13 +1,31 @@
 """A training run: its configuration and its folder on disk, read and written only here.
 
-A run folder holds everything about one run and nothing is overwritten without asking::
+A **run folder** holds everything about one training run and nothing is overwritten without
+asking. :class:`RunFolder` is the one place that knows its layout::
 
-    RUN/config.json          the configuration (preset, modalities, switches, seed)
+    RUN/config.json          the configuration (architecture, preset, modalities, switches, seed)
     RUN/split.json           the training and validation studies
     RUN/history.csv          one row per epoch: train loss, validation Dice, seconds
     RUN/last.pt              model, optimiser, epoch and history after the last finished epoch
     RUN/best.pt              the model of the epoch with the best validation Dice
-    RUN/synthetic_maps.pt    (cascades) the synthetic map ``Ms`` of every training slice
+    RUN/metrics.json         per-study scores on the validation studies (metrics_{split}.json: others)
+
+A cascade's run folder (:mod:`stroke_helpers.cascade`) holds its stages, each a run folder::
+
+    RUN/cascade.json                          mode, folds, the Ms scale, modalities, preset
+    RUN/stage1, RUN/fold_k, RUN/stage2        stage 1, its out-of-fold models, stage 2
+    RUN/synthetic_maps.pt                     the synthetic map ``Ms`` of every training slice
+    RUN/synthetic_maps/<study>/Ms.nii.gz      each study's ``Ms`` in its own geometry
+
+A **results folder** is what ``reproduce`` writes (:class:`ResultsFolder`)::
+
+    RESULTS/runs/<run name>/   one run folder per run of the grid and per cascade
+    RESULTS/report.md          the report
+    RESULTS/figures/           the figure files
+    RESULTS/notebooks/         the executed chapters
+    RESULTS/timing.json        where the time went
+
+The shipped checkpoint (:mod:`stroke_helpers.shipped`) is a results folder too.
 
 Checkpoints hold only tensors, numbers, strings, lists and dicts, and are loaded with
 ``torch.load(weights_only=True)``: a crafted ``.pt`` file cannot run code here, and a file that
@@ -22,21 +40,24 @@ import json
 import os
 import pickle
 import re
+import shutil
 import zipfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .architectures import DEFAULT as DEFAULT_ARCHITECTURE
+from .architectures import build, get_architecture
 from .datasets import SliceArrays, split_studies
 from .isles import MODALITIES, canonical_modalities, channel_indices
-from .model import CrossAttentionAutoencoder
 from .presets import Preset, get_preset
 
 # settings that define a run: resuming with any of them changed is refused
 IDENTITY = (
     "data",
+    "architecture",
     "preset",
     "modalities",
     "attention",
@@ -55,14 +76,21 @@ class RunError(RuntimeError):
 @dataclass
 class TrainConfig:
     """One training run. ``modalities`` is made canonical here, once: the fixed channel order,
-    from which :attr:`channels` gives the indices the dataset, the cascade and the predictor take."""
+    from which :attr:`channels` gives the indices the dataset, the cascade and the predictor take.
+
+    ``architecture`` names the model (:mod:`stroke_helpers.architectures`; a ``config.json``
+    without it is the default, ``cross-attention``). ``attention`` and ``multilevel`` left at
+    None take the architecture's default (on, for ``cross-attention``); an architecture without
+    a switch refuses the value it cannot have (``monai-attention-unet``: attention gates always
+    on, one output)."""
 
     data: str
     out: str
     preset: str = "cpu"
     modalities: tuple[str, ...] = MODALITIES
-    attention: bool = True
-    multilevel: bool = True
+    architecture: str = DEFAULT_ARCHITECTURE
+    attention: bool | None = None  # None: the architecture's (cross-attention: on)
+    multilevel: bool | None = None  # None: the architecture's (cross-attention: on)
     epochs: int | None = None  # None: the preset's
     seed: int = 0
     precision: str = "auto"  # auto | bf16 | fp32
@@ -77,6 +105,7 @@ class TrainConfig:
     def __post_init__(self):
         self.settings: Preset = get_preset(self.preset)
         self.modalities = canonical_modalities(self.modalities)
+        self.attention, self.multilevel = get_architecture(self.architecture).switches(self.attention, self.multilevel)
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be auto, bf16 or fp32, not {self.precision!r}")
         if self.epochs is not None and self.epochs < 1:
@@ -102,6 +131,8 @@ class TrainConfig:
 
     @property
     def name(self) -> str:
+        if self.architecture != DEFAULT_ARCHITECTURE:
+            return f"{self.architecture} {'+'.join(self.modalities)}"
         kind = (
             "base"
             if not (self.attention or self.multilevel)
@@ -109,8 +140,13 @@ class TrainConfig:
         )
         return f"{kind} {'+'.join(self.modalities)}"
 
-    def build_model(self) -> CrossAttentionAutoencoder:
-        return CrossAttentionAutoencoder(self.in_channels, self.settings.widths, self.attention, self.multilevel)
+    def build_model(self) -> torch.nn.Module:
+        """A fresh model of :attr:`architecture` at the preset's widths (the registry builds it)."""
+        return build(self.architecture, self.in_channels, self.settings.widths, self.attention, self.multilevel)
+
+
+#: Field defaults, for the fields a configuration saved before they existed lacks.
+_DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
 
 
 def config_from_dict(values: dict, source: str | Path) -> TrainConfig:
@@ -123,6 +159,158 @@ def config_from_dict(values: dict, source: str | Path) -> TrainConfig:
         return TrainConfig(**values)
     except (TypeError, ValueError) as exc:
         raise RunError(f"{source}: bad run configuration ({exc})") from None
+
+
+# --- the folders ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Where each file of one run folder is (the module's docstring draws the layout); it opens
+    no file, at most it looks whether one is there. A cascade's stages are run folders too (:attr:`stage1`, :meth:`fold`, :attr:`stage2`).
+    ``os.fspath(run)`` is its path, so a :class:`RunFolder` goes wherever a path does."""
+
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def split(self) -> Path:
+        return self.path / "split.json"
+
+    @property
+    def history(self) -> Path:
+        return self.path / "history.csv"
+
+    def checkpoint(self, which: str = "best") -> Path:
+        """``best.pt`` or ``last.pt``."""
+        if which not in ("best", "last"):
+            raise ValueError(f"checkpoint must be best or last, not {which!r}")
+        return self.path / f"{which}.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoint("best")
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoint("last")
+
+    def metrics(self, split: str = "val") -> Path:
+        """Where a run's evaluation lives: ``metrics.json`` (validation) or ``metrics_{split}.json``."""
+        return self.path / ("metrics.json" if split == "val" else f"metrics_{split}.json")
+
+    @property
+    def cascade(self) -> Path:
+        """``cascade.json``: a cascade's description, written when both stages are done."""
+        return self.path / "cascade.json"
+
+    @property
+    def is_cascade(self) -> bool:
+        return self.cascade.is_file()
+
+    @property
+    def stage1(self) -> RunFolder:
+        return RunFolder(self.path / "stage1")
+
+    @property
+    def stage2(self) -> RunFolder:
+        return RunFolder(self.path / "stage2")
+
+    def fold(self, k: int) -> RunFolder:
+        """The out-of-fold stage-1 model that did not see fold ``k``."""
+        return RunFolder(self.path / f"fold_{k}")
+
+    @property
+    def synthetic_maps(self) -> Path:
+        """``synthetic_maps.pt``: a cascade's ``Ms`` of every training slice."""
+        return self.path / "synthetic_maps.pt"
+
+    def synthetic_map_nifti(self, study: str) -> Path:
+        """``synthetic_maps/<study>/Ms.nii.gz``: one study's ``Ms`` in its own geometry."""
+        return self.path / "synthetic_maps" / study / "Ms.nii.gz"
+
+    def exists(self) -> bool:
+        """Whether this is a run folder: a trained model's (``config.json``) or a cascade's."""
+        return self.config.is_file() or self.is_cascade
+
+    def weights(self) -> list[Path]:
+        """The checkpoints that predict: stage 1's and stage 2's ``best.pt`` for a cascade, else ``best.pt``."""
+        return [self.stage1.best, self.stage2.best] if self.is_cascade else [self.best]
+
+    def records(self) -> list[Path]:
+        """The small files present: configuration, split, learning curve, scores (validation and
+        test) and a cascade's description; no weights, no maps."""
+        files = (self.config, self.split, self.history, self.metrics("val"), self.metrics("test"), self.cascade)
+        return [f for f in files if f.is_file()]
+
+    def copy(self, target: str | Path, metrics: bool = False) -> RunFolder:
+        """Copy the whole run folder to ``target`` (which must not exist), its scores only when
+        ``metrics`` (a copied model is scored again in its new place)."""
+        target = RunFolder(target)
+        skip = () if metrics else (self.metrics("val").name, self.metrics("*").name)
+        shutil.copytree(self.path, target.path, ignore=shutil.ignore_patterns(*skip))
+        return target
+
+
+@dataclass(frozen=True)
+class ResultsFolder:
+    """Where each part of a results folder is (what ``reproduce`` writes; the module's
+    docstring draws the layout); it opens no file. ``os.fspath`` gives its path."""
+
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    @property
+    def _runs(self) -> Path:
+        return self.path / "runs"
+
+    def run(self, name: str) -> RunFolder:
+        """``runs/<name>``: one run of the grid, or a cascade."""
+        return RunFolder(self._runs / name)
+
+    def runs(self) -> list[RunFolder]:
+        """Every run folder under ``runs/``, in path order: each run, each cascade, and each
+        cascade's stages and fold models."""
+        marks = {RunFolder(self._runs).config.name, RunFolder(self._runs).cascade.name}
+        found = {p.parent for mark in marks for p in self._runs.rglob(mark)}
+        return [RunFolder(p) for p in sorted(found)]
+
+    def name(self, run: RunFolder | str | Path) -> str:
+        """A run's name in this results folder: its path under ``runs/`` (``cascade/stage2``)."""
+        return Path(run).relative_to(self._runs).as_posix()
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.md"
+
+    @property
+    def figures(self) -> Path:
+        return self.path / "figures"
+
+    @property
+    def notebooks(self) -> Path:
+        return self.path / "notebooks"
+
+    @property
+    def timing(self) -> Path:
+        return self.path / "timing.json"
 
 
 # --- files -------------------------------------------------------------------------------------
@@ -174,7 +362,7 @@ def read_json(path: str | Path, what: str) -> dict:
 
 def metrics_path(run_dir: str | Path, split: str = "val") -> Path:
     """Where a run's evaluation lives: ``metrics.json`` (validation) or ``metrics_{split}.json``."""
-    return Path(run_dir) / ("metrics.json" if split == "val" else f"metrics_{split}.json")
+    return RunFolder(run_dir).metrics(split)
 
 
 def write_history(history: list[dict], path: Path) -> None:
@@ -188,34 +376,34 @@ def write_history(history: list[dict], path: Path) -> None:
 
 def read_history(run_dir: str | Path) -> list[dict]:
     """``history.csv`` of a run as a list of dicts of floats (what notebooks plot)."""
-    with open(Path(run_dir) / "history.csv") as f:
+    with open(RunFolder(run_dir).history) as f:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def load_config(run_dir: str | Path) -> TrainConfig:
-    path = Path(run_dir) / "config.json"
+    path = RunFolder(run_dir).config
     if not path.exists():
-        raise RunError(f"{run_dir}: not a run folder (no config.json)")
+        raise RunError(f"{run_dir}: not a run folder (no {path.name})")
     return config_from_dict(read_json(path, "run configuration"), path)
 
 
 def read_split(run_dir: str | Path) -> dict[str, list[str]]:
     """``{"train": [...], "val": [...]}`` study names of a run."""
-    return read_json(Path(run_dir) / "split.json", "the run's split")
+    return read_json(RunFolder(run_dir).split, "the run's split")
 
 
 def write_run_files(config: TrainConfig, train: list[str], val: list[str]) -> None:
-    out = Path(config.out)
-    write_json(config.to_dict(), out / "config.json")
-    write_json({"train": train, "val": val}, out / "split.json")
+    run = RunFolder(config.out)
+    write_json(config.to_dict(), run.config)
+    write_json({"train": train, "val": val}, run.split)
 
 
 def save_checkpoints(model, optimiser, config: TrainConfig, history: list[dict], best: float, is_best: bool) -> None:
     """``last.pt`` after every epoch, ``best.pt`` when validation Dice improved."""
-    out, epoch = Path(config.out), history[-1]["epoch"]
+    run, epoch = RunFolder(config.out), history[-1]["epoch"]
     if is_best:
         state = {"model": model.state_dict(), "epoch": epoch, "val_dice": best, "config": config.to_dict()}
-        atomic_save(state, out / "best.pt")
+        atomic_save(state, run.best)
     last = {
         "model": model.state_dict(),
         "optimizer": optimiser.state_dict(),
@@ -224,23 +412,22 @@ def save_checkpoints(model, optimiser, config: TrainConfig, history: list[dict],
         "best_dice": best,
         "config": config.to_dict(),
     }
-    atomic_save(last, out / "last.pt")
-    write_history(history, out / "history.csv")
+    atomic_save(last, run.last)
+    write_history(history, run.history)
 
 
 def resume_state(config: TrainConfig, resume: bool) -> dict | None:
     """The ``last.pt`` state to resume from, or None for a fresh start; refuses to overwrite a
     run or to resume one with other settings."""
-    out = Path(config.out)
-    last = out / "last.pt"
-    if not last.exists():
-        if resume and not (out / "config.json").exists():
+    out = RunFolder(config.out)
+    if not out.last.exists():
+        if resume and not out.config.exists():
             print(f"{out}: nothing to resume, starting a new run")
         return None
     if not resume:
         raise RunError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    state = load_state(last)
-    saved, now = state.get("config", {}), config.to_dict()
+    state = load_state(out.last)
+    saved, now = {**_DEFAULTS, **state.get("config", {})}, config.to_dict()  # older runs lack newer fields
     changed = [k for k in IDENTITY if json.dumps(saved.get(k)) != json.dumps(now[k], default=list)]
     if changed:
         raise RunError(
@@ -251,24 +438,24 @@ def resume_state(config: TrainConfig, resume: bool) -> dict | None:
 
 def load_model(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu"):
     """``(model in eval mode, config)`` from a run's ``best.pt`` (or ``last.pt``)."""
-    run_dir = Path(run_dir)
-    path = run_dir / f"{which}.pt"
+    run = RunFolder(run_dir)
+    path = run.checkpoint(which)
     if not path.exists():
-        raise RunError(f"{run_dir}: no {which}.pt checkpoint (has the run finished an epoch?)")
+        raise RunError(f"{run_dir}: no {path.name} checkpoint (has the run finished an epoch?)")
     config = load_config(run_dir)
     model, state = config.build_model(), load_state(path)
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as exc:
         reason = str(exc).strip().splitlines()[0]
-        raise RunError(f"{path}: does not fit the model of {run_dir / 'config.json'} ({reason})") from None
+        raise RunError(f"{path}: does not fit the model of {run.config} ({reason})") from None
     return model.to(device).eval(), config
 
 
 def has_weights(run_dir: str | Path) -> bool:
     """Whether a run folder can predict: a model's ``best.pt``, or a cascade's stage 2."""
-    run_dir = Path(run_dir)
-    return (run_dir / "best.pt").is_file() or (run_dir / "stage2" / "best.pt").is_file()
+    run = RunFolder(run_dir)
+    return run.best.is_file() or run.stage2.best.is_file()
 
 
 #: The description file of the shipped checkpoint (:mod:`stroke_helpers.shipped`).
@@ -282,7 +469,7 @@ def in_shipped_checkpoint(path: str | Path) -> bool:
 
 def is_finished(run_dir: str | Path, epochs: int | None = None) -> bool:
     """Whether a run folder holds a run that completed ``epochs`` (default: its own) epochs."""
-    last = Path(run_dir) / "last.pt"
+    last = RunFolder(run_dir).last
     if not last.exists():
         return False
     state = load_state(last)

@@ -31,19 +31,18 @@ from pathlib import Path
 
 import torch
 
+from . import locations
 from .cascade import ms_leak
 from .datasets import build_slices
 from .engine import autocast_dtype
-from .grid import ALL_RUN, CASCADES, has_test_truth
+from .grid import ALL_RUN, CASCADES
 from .inference import evaluate
-from .phantom import read_cases, read_config
 from .runs import SHIPPED_MANIFEST as MANIFEST
-from .runs import RunError, atomic_save, load_config, load_state, metrics_path, read_json, write_json
+from .runs import ResultsFolder, RunError, atomic_save, load_config, load_state, read_json, write_json
+from .truth import has_test_truth, has_truth, read_cases, read_config
 
-SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "cpu"
 WEIGHTS = (ALL_RUN, "cascade")  # the runs whose weights ship; the cascade's stage 1 is ALL_RUN
 CHAPTER_RUNS = (ALL_RUN, *CASCADES)  # the grid is ready for the chapters with these
-SMALL_FILES = ("config.json", "split.json", "history.csv", "metrics.json", "metrics_test.json", "cascade.json")
 RECIPE = "python -m stroke_helpers reproduce --preset cpu"
 GRID_TIME = "36-48 minutes on 2 cores"  # measured: README, "Results on the synthetic dataset"
 FILE_SETTINGS = ("atlas", "write_pwi", "compress")  # where the atlas was, how files were written
@@ -53,8 +52,7 @@ CASE_COLUMNS = ("split", "case", "patient", "slab", "n_slices", "n_frames", "sit
 def data_settings(data: str | Path) -> dict[str, str] | None:
     """The phantom's settings that define its data (``truth/config.csv`` without
     :data:`FILE_SETTINGS`), or None for data without the phantom's truth (real ISLES 2018)."""
-    truth = Path(data) / "truth"
-    if not (truth / "config.csv").is_file() or not (truth / "cases.csv").is_file():
+    if not has_truth(data):
         return None
     return {k: v for k, v in read_config(data).items() if k not in FILE_SETTINGS}
 
@@ -74,10 +72,18 @@ def is_shipped(results: str | Path) -> bool:
     return (Path(results) / MANIFEST).is_file()
 
 
+def repository_bundle() -> Path | None:
+    """The checkout's shipped checkpoint (:func:`stroke_helpers.locations.shipped_checkpoint`),
+    or None where the package is installed without a checkout."""
+    return locations.shipped_checkpoint() if locations.in_checkout() else None
+
+
 def manifest(bundle: str | Path | None = None) -> dict | None:
-    """``shipped.json`` of ``bundle`` (default: the repository's), or None without one."""
-    bundle = Path(bundle or SHIPPED)
-    return read_json(bundle / MANIFEST, "shipped checkpoint description") if is_shipped(bundle) else None
+    """``shipped.json`` of ``bundle`` (default: the checkout's), or None without one."""
+    bundle = bundle or repository_bundle()
+    if bundle is None or not is_shipped(bundle):
+        return None
+    return read_json(Path(bundle) / MANIFEST, "shipped checkpoint description")
 
 
 def source_label(results: str | Path) -> str:
@@ -89,7 +95,7 @@ def source_label(results: str | Path) -> str:
 def grid_ready(results: str | Path) -> bool:
     """Whether ``results`` holds every run the chapters load a model from (the grid trains the
     out-of-fold cascade last, after all the table runs)."""
-    return all(metrics_path(Path(results) / "runs" / name).exists() for name in CHAPTER_RUNS)
+    return all(ResultsFolder(results).run(name).metrics().exists() for name in CHAPTER_RUNS)
 
 
 def mismatch(data: str | Path, described: dict) -> str:
@@ -121,7 +127,7 @@ def results_for_chapters(results: Path, data: Path, preset: str) -> tuple[Path, 
     described = manifest()
     if grid_ready(results) or described is None:
         return results, ""
-    done = len(list(Path(results).glob("runs/*/metrics.json")))
+    done = sum(run.metrics().exists() for run in ResultsFolder(results).runs())
     state = f"{results}: the grid is not finished ({done} runs evaluated)" if done else f"{results}: no grid run yet"
     train = f"`python -m stroke_helpers reproduce --preset {preset}` trains (or resumes) the grid"
     train += f", {GRID_TIME}" if preset == "cpu" else ""
@@ -133,8 +139,9 @@ def results_for_chapters(results: Path, data: Path, preset: str) -> tuple[Path, 
             results,
             f"{state}; the shipped checkpoint was trained on the default synthetic dataset, and {data} is not it: {why}. {train}.",
         )
-    return SHIPPED, (
-        f"{state}, so this chapter shows the SHIPPED CHECKPOINT {SHIPPED}: the trained weights of "
+    bundle = repository_bundle()
+    return bundle, (
+        f"{state}, so this chapter shows the SHIPPED CHECKPOINT {bundle}: the trained weights of "
         f"{' and '.join(WEIGHTS)}, and the other runs' scores without weights (made by "
         f"`{' && '.join(described['commands'])}` on {described['date']}). {train}."
     )
@@ -155,8 +162,8 @@ def _halve(src: Path, dst: Path) -> None:
 
 def _copy_small_files(results: Path, out: Path) -> None:
     """Every run's configuration, split, learning curve and scores; no weights, no maps."""
-    for source in sorted((results / "runs").rglob("*")):
-        if source.name in SMALL_FILES and source.is_file():
+    for run in ResultsFolder(results).runs():
+        for source in run.records():
             (out / source.relative_to(results)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, out / source.relative_to(results))
 
@@ -166,9 +173,10 @@ def _rescore(results: Path, out: Path, data: Path, progress: bool) -> dict:
     scores = {}
     for name in WEIGHTS:
         for split in ("val", "test") if has_test_truth(data) else ("val",):
-            grid = read_json(metrics_path(results / "runs" / name, split), "metrics")["summary"]["dice"]["mean"]
-            halved = evaluate(out / "runs" / name, split, "cpu", progress, data=data, write=False)
-            write_json(halved | {"run": f"runs/{name}"}, metrics_path(out / "runs" / name, split))
+            source, target = ResultsFolder(results).run(name), ResultsFolder(out).run(name)
+            grid = read_json(source.metrics(split), "metrics")["summary"]["dice"]["mean"]
+            halved = evaluate(target.path, split, "cpu", progress, data=data, write=False)
+            write_json(halved | {"run": target.path.relative_to(out).as_posix()}, target.metrics(split))
             shipped = halved["summary"]["dice"]["mean"]
             scores[f"{name} {split}"] = {"grid (fp32 weights)": round(grid, 4), "shipped (fp16)": round(shipped, 4)}
     return scores
@@ -187,7 +195,7 @@ def _replace(tmp: Path, out: Path) -> None:
 
 def ship(
     results: str | Path,
-    out: str | Path = SHIPPED,
+    out: str | Path | None = None,
     data: str | Path | None = None,
     force: bool = False,
     progress: bool = True,
@@ -198,25 +206,24 @@ def ship(
     names). An existing ``out`` is kept (error) unless ``force``; the bundle is built in
     ``OUT.partial`` and moved into place at the end.
     """
-    results, out = Path(results), Path(out)
+    repository = locations.shipped_checkpoint()
+    results, out = Path(results), Path(out or repository)
     for name in CHAPTER_RUNS:
-        if not metrics_path(results / "runs" / name).exists():
-            raise RunError(f"{results / 'runs' / name}: no evaluated run; `{RECIPE}` makes it first")
+        if not ResultsFolder(results).run(name).metrics().exists():
+            raise RunError(f"{ResultsFolder(results).run(name)}: no evaluated run; `{RECIPE}` makes it first")
     if out.exists() and any(out.iterdir()) and not force:
         raise FileExistsError(f"{out} already exists; pass --force to replace it")
-    config = load_config(results / "runs" / ALL_RUN)
-    if out.resolve() == SHIPPED.resolve() and config.preset != "cpu":
-        raise RunError(f"{results}: a {config.preset}-preset run; {SHIPPED} is the cpu preset's")
-    data_path = Path(data or config.data)
-    if not (data_path / "TRAINING").is_dir():
-        raise FileNotFoundError(f"{data_path}: no dataset there; pass --data, the dataset these runs were trained on")
+    config = load_config(ResultsFolder(results).run(ALL_RUN))
+    if out.resolve() == repository.resolve() and config.preset != "cpu":
+        raise RunError(f"{results}: a {config.preset}-preset run; {repository} is the cpu preset's")
+    data_path = locations.require_dataset(data or config.data, "pass --data, the dataset these runs were trained on")
     if data_settings(data_path) is None:
         raise RunError(f"{data_path}: not a generated synthetic dataset (no truth/); the shipped checkpoint needs one")
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     _copy_small_files(results, tmp)
-    for weights in (f"{ALL_RUN}/best.pt", "cascade/stage1/best.pt", "cascade/stage2/best.pt"):
-        _halve(results / "runs" / weights, tmp / "runs" / weights)  # stage 1 is ALL_RUN: the same bytes
+    for weights in (w for name in WEIGHTS for w in ResultsFolder(results).run(name).weights()):
+        _halve(weights, tmp / weights.relative_to(results))  # stage 1 is ALL_RUN: the same bytes
     arrays = build_slices(data_path, "TRAINING", config.settings.size, progress=progress)
     ship_command = f"python -m stroke_helpers ship --results {results}" + (f" --data {data}" if data else "")
     described = {
@@ -224,13 +231,16 @@ def ship(
         "data": str(data_path),
         "data_fingerprint": data_fingerprint(data_path),
         "data_settings": data_settings(data_path),
-        "commands": [RECIPE, ship_command + ("" if out.resolve() == SHIPPED.resolve() else f" --out {out}")],
+        "commands": [RECIPE, ship_command + ("" if out.resolve() == repository.resolve() else f" --out {out}")],
         "date": datetime.date.today().isoformat(),
         "torch": torch.__version__,
         "weights": {name: "fp16" for name in WEIGHTS},
         "evaluated_in": "bf16 autocast" if autocast_dtype(torch.device("cpu"), config.precision) else "fp32",
         "mean_dice": _rescore(results, tmp, data_path, progress),
-        "leakage": {c: {k: round(v, 4) for k, v in ms_leak(results / "runs" / c, arrays).items()} for c in CASCADES},
+        "leakage": {
+            c: {k: round(v, 4) for k, v in ms_leak(ResultsFolder(results).run(c).path, arrays).items()}
+            for c in CASCADES
+        },
     }
     write_json(described, tmp / MANIFEST)
     _replace(tmp, out)

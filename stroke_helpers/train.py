@@ -1,7 +1,10 @@
 """The training loop: :func:`train`, behind the CLI, the notebooks, the grid and ``torchrun``.
 
 The run folder (config, split, history, checkpoints) belongs to :mod:`stroke_helpers.runs`;
-device, precision and distributed set-up to :mod:`stroke_helpers.engine`. Shuffling and
+the model to :mod:`stroke_helpers.architectures` (``TrainConfig.architecture`` names it);
+device, precision and distributed set-up to :mod:`stroke_helpers.engine`. Every architecture
+trains here with the same loss: the multilevel loss over the deep-supervision outputs when
+``multilevel``, else the weighted BCE of the one full-resolution output. Shuffling and
 augmentation are seeded from ``(seed, epoch)``, so a resumed run sees the same batches as an
 uninterrupted one.
 
@@ -36,7 +39,6 @@ from .datasets import SliceDataset, build_slices
 from .engine import autocast, autocast_dtype, predict_logits, resolve_device, setup_distributed
 from .loss import multilevel_loss
 from .metrics import dice
-from .model import CrossAttentionAutoencoder
 from .presets import deviations
 from .runs import (
     RunError,
@@ -52,7 +54,7 @@ from .runs import (
 
 @dataclass
 class TrainResult:
-    model: CrossAttentionAutoencoder
+    model: torch.nn.Module
     history: list[dict] = field(default_factory=list)
     out: Path | None = None
 

@@ -18,16 +18,18 @@ import base64
 import html
 from collections import OrderedDict
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import ipywidgets as W
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .datasets import brain_mask
+from .datasets import brain_mask, largest_lesion_slice
 from .figures import (
-    UNITS,
+    Panel,
     axial,
+    cmap_of,
     display_window,
     draw_levels,
     draw_maps,
@@ -41,20 +43,22 @@ from .figures import (
 )
 from .isles import Study, load_study
 from .metrics import dice, precision, recall, threshold_sweep
+from .modalities import MODALITIES
+from .modalities import modality as row_of
 from .perfusion import relative_cbf, select_aif, tissue_mask
 
-#: The maps a study browser shows, and the window sliders' ranges ``(min, max, step)`` in each
-#: map's units; CBF and CBV are uncalibrated, so theirs come from the study (:func:`window_range`).
-MAPS = ("CT", "CBF", "CBV", "MTT", "Tmax")
-RANGES = {"CT": (-100.0, 1500.0, 1.0), "MTT": (0.0, 30.0, 0.1), "Tmax": (0.0, 30.0, 0.1), "4DPWI": (-100, 1000, 1)}
+# A study browser shows the input maps in channel order (modalities.MODALITIES); each window
+# slider's range is its row's ``slider`` in the modality table (:func:`window_range`).
 _WIDE = {"description_width": "initial"}
 _WRAP = W.Layout(flex_flow="row wrap")
 
 
 def window_range(modality: str, volume: np.ndarray) -> tuple[float, float, float]:
-    """``(min, max, step)`` of a window slider for one map, in its units."""
-    if modality in RANGES:
-        return RANGES[modality]
+    """``(min, max, step)`` of a window slider for one map, in its units: the modality table's,
+    or for an uncalibrated map (CBF, CBV: ``slider`` None) from the volume's positive voxels."""
+    fixed = row_of(modality).slider
+    if fixed is not None:
+        return fixed
     positive = volume[volume > 0]
     top = float(f"{1.5 * np.percentile(positive, 99.9):.2g}") if positive.size else 1.0
     return 0.0, top, top / 500
@@ -154,7 +158,7 @@ class StudyBrowser(_Viewer):
     picked, the last ``cache`` kept), e.g. ``discover_cases(DATA)`` for the whole dataset.
     """
 
-    def __init__(self, studies: list[Study | str | Path], maps=MAPS, cache: int = 3):
+    def __init__(self, studies: list[Study | str | Path], maps=MODALITIES, cache: int = 3):
         if not studies:
             raise ValueError("StudyBrowser needs at least one study or case folder (got none)")
         self._sources = {case_name(s): s for s in studies}
@@ -175,7 +179,7 @@ class StudyBrowser(_Viewer):
                 min=lo,
                 max=hi,
                 step=step,
-                description=f"{m} ({UNITS[m]})",
+                description=f"{m} ({row_of(m).unit})",
                 style=_WIDE,
                 readout_format=".3g",
             )
@@ -204,8 +208,8 @@ class StudyBrowser(_Viewer):
         with self.hold():
             s = self.load(change["new"])
             self.z.max = s.n_slices - 1
-            for m in ("CBF", "CBV"):
-                if m in self.windows:
+            for m in self.maps:
+                if row_of(m).slider is None:  # from the volume: it changes with the study
                     set_range(self.windows[m], *window_range(m, s.images[m]), display_window(m, s.images[m]))
 
     def _view(self):
@@ -235,15 +239,17 @@ class SeriesViewer(_Viewer):
         self.times = np.arange(self.series.shape[-1]) * study.pwi_time_step
         self.aif, _ = select_aif(self.series, brain_mask(study))
         nx, ny, nz, nt = self.series.shape
-        z0 = int(np.argmax(study.mask.sum((0, 1)))) if study.mask is not None and study.mask.any() else nz // 2
+        z0 = largest_lesion_slice(study.mask, axis=-1) if study.mask is not None else nz // 2
         peak = int(np.argmax(self.aif))
         self.t = W.IntSlider(peak, 0, nt - 1, description="frame")
         self.z = W.IntSlider(z0, 0, nz - 1, description="slice")
         self.x = W.IntSlider(nx // 3, 0, nx - 1, description="voxel x")
         self.y = W.IntSlider(ny // 2, 0, ny - 1, description="voxel y")
         self.region = W.Dropdown(options=self.REGIONS, description="curve of")
+        pwi = row_of("4DPWI")
+        lo, hi, step = pwi.slider
         self.window = W.FloatRangeSlider(
-            value=(0, 150), min=-100, max=1000, step=1, description="window (HU)", style=_WIDE
+            value=pwi.window, min=lo, max=hi, step=step, description=f"window ({pwi.unit})", style=_WIDE
         )
         controls = [self.t, self.z, self.x, self.y, self.region, self.window]
         super().__init__(controls, rows=[[self.t, self.z, self.window], [self.region, self.x, self.y]])
@@ -265,7 +271,7 @@ class SeriesViewer(_Viewer):
 
     def _view(self):
         t, z = self.t.value, self.z.value
-        frame = self.series[:, :, z, t].T
+        frame = self.series[:, :, z, t]
         title = f"{self.study.name}  slice {z}, t = {self.times[t]:.1f} s"
         return frame, self.window.value, (self.x.value, self.y.value), self.times, self.curves(), t, title
 
@@ -311,9 +317,8 @@ class ThresholdExplorer(_Viewer):
         super().__init__([self.threshold, self.z], rows=[[self.study, self.z, self.threshold]])
 
     def _set_study(self, i: int) -> None:
-        area = self.truths[i].reshape(len(self.truths[i]), -1).sum(1)
-        self.z.max = len(area) - 1
-        self.z.value = int(area.argmax())
+        self.z.max = len(self.truths[i]) - 1
+        self.z.value = largest_lesion_slice(self.truths[i])
 
     def _on_study(self, change) -> None:
         with self.hold():
@@ -340,14 +345,17 @@ class ThresholdExplorer(_Viewer):
             f"recall {s['recall']:.3f}\nthreshold {t:.2f}; mean Dice over {n} {studies} {s['mean']:.3f}"
         )
         outlines = {"truth": self.truths[i][z], "pred": self.probabilities[i][z] > t}
-        panels = [{"image": self.probabilities[i][z], "window": (0.0, 1.0), "cmap": "viridis", "title": title}]
+        probability = Panel(self.probabilities[i][z], caption=title, cmap="viridis", label="probability", **outlines)
+        panels = [probability]
         if self.images is not None:  # the input beside the probabilities, both outlined
             image = self.images[i][z]
             window = (float(image.min()), float(image.max()) or 1.0)
-            panels = [{"image": image, "window": window, "cmap": "gray", "title": title}, panels[0]]
-            panels[1]["title"] = "probability"
+            panels = [
+                Panel(image, caption=title, window=window, **outlines),
+                replace(probability, caption="probability"),
+            ]
         curves = {"x": self.thresholds, "Dice": self.dice, "precision": self.precision, "current": t}
-        return [{**p, **outlines} for p in panels], curves
+        return panels, curves
 
     def figure(self):
         return draw_overlays(*self._view())
@@ -368,7 +376,7 @@ class ClassicalExplorer(_Viewer):
         self.tissue = tissue_mask(study.CT, brain_mask(study))
         self.rcbf = relative_cbf(study.CBF, self.tissue, study.Tmax)
         self.truth = study.mask.astype(bool)
-        z0 = int(np.argmax(self.truth.sum((0, 1))))
+        z0 = largest_lesion_slice(self.truth, axis=-1)
         self.z = W.IntSlider(z0, 0, study.n_slices - 1, description="slice")
         self.rcbf_percent = W.IntSlider(30, 5, 80, description="rCBF below (%)", style=_WIDE)
         self.tmax_s = W.FloatSlider(6.0, min=1.0, max=15.0, step=0.5, description="Tmax above (s)", style=_WIDE)
@@ -385,14 +393,15 @@ class ClassicalExplorer(_Viewer):
         panels = []
         for (name, region), m in zip(self.regions().items(), ("CBF", "Tmax")):
             panels.append(
-                {
-                    "image": s.images[m][:, :, z],
-                    "truth": self.truth[:, :, z],
-                    "pred": region[:, :, z],
-                    "title": f"{name} over {m}: Dice {dice(region, self.truth):.3f} (study)",
-                    "window": display_window(m, s.images[m]),
-                    "cmap": "magma",
-                }
+                Panel(
+                    s.images[m][:, :, z],
+                    self.truth[:, :, z],
+                    region[:, :, z],
+                    f"{name} over {m}: Dice {dice(region, self.truth):.3f} (study)",
+                    cmap_of(m),
+                    display_window(m, s.images[m]),
+                    row_of(m).unit,
+                )
             )
         return panels, None, f"{s.name}  slice {z}"
 

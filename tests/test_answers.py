@@ -9,7 +9,7 @@ import torch
 from stroke_helpers import answers, chapters
 from stroke_helpers.baseline import classical_baseline
 from stroke_helpers.model import PAPER_WIDTHS, CrossAttentionAutoencoder
-from stroke_helpers.phantom import read_cases
+from stroke_helpers.truth import read_cases
 
 
 @pytest.fixture(scope="module")

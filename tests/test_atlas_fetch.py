@@ -59,6 +59,6 @@ def test_synthetic_without_atlas_warns_and_records_geometric(tmp_path, capsys):
     argv = ["synthetic", "--out", str(out), "--atlas", str(tmp_path / "none"), "--train-cases", "1"]
     assert data_download.main([*argv, "--test-cases", "0", "--workers", "1", "--no-pwi"]) == 0
     assert "using geometric territories" in capsys.readouterr().out
-    from stroke_helpers.phantom import read_config
+    from stroke_helpers.truth import read_config
 
     assert read_config(out)["territories"] == "geometric"

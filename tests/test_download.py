@@ -14,7 +14,7 @@ import pytest
 from conftest import make_case
 
 import data_download
-from stroke_helpers.download import DownloadError, data_dir, download, install_archive, safe_extract
+from stroke_helpers.download import DownloadError, download, install_archive, safe_extract
 
 
 def _zip_tree(src: Path, archive: Path, extra: dict[str, bytes] | None = None) -> Path:
@@ -38,14 +38,6 @@ def training_zip(tmp_path) -> Path:
 
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def test_data_dir_resolution(monkeypatch, tmp_path):
-    monkeypatch.delenv("STROKE_DATA_DIR", raising=False)
-    assert data_dir() == Path("data")
-    monkeypatch.setenv("STROKE_DATA_DIR", str(tmp_path / "env"))
-    assert data_dir() == tmp_path / "env"
-    assert data_dir(tmp_path / "arg") == tmp_path / "arg"
 
 
 def test_install_archive(training_zip, tmp_path):

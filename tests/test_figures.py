@@ -31,8 +31,8 @@ def disk(n=32, r=6):
 def test_segmentation_grid_dice_titles_and_contours():
     truth = disk()
     grid = [
-        [{"image": rng.random((32, 32)), "truth": truth, "pred": truth}, None],
-        [{"image": rng.random((32, 32)), "truth": truth, "pred": np.zeros_like(truth)}],
+        [figures.Panel(rng.random((32, 32)), truth, truth), None],
+        [figures.Panel(rng.random((32, 32)), truth, np.zeros_like(truth))],
     ]
     fig = figures.segmentation_grid(grid, row_labels=("a", "b"), col_labels=("first", "second"))
     axes, bars = fig.axes[:4], fig.axes[4:]
@@ -78,13 +78,13 @@ def test_histograms_and_side_by_side_maps(phantom_root):
 
     studies = load_studies(phantom_root, 2)
     fig = figures.modality_histograms(studies)
-    assert [ax.get_title() for ax in fig.axes] == ["CT", "CBF", "CBV", "MTT", "Tmax"]
+    assert [ax.get_title() for ax in fig.axes] == ["CT", "CBV", "CBF", "MTT", "Tmax"]  # the channel order
     assert all(len(ax.patches) == 2 for ax in fig.axes)  # brain and lesion
     fig = figures.lesion_volume_histogram([3.0, 15.0, 40.0])
     assert "median 15.0 mL" in fig.axes[0].get_legend_handles_labels()[1][0]
     s = studies[0]
     fig = figures.maps_side_by_side({"true": s.images, "deconvolved": s.images}, 0)
-    assert len(panels(fig)) == 8 and fig.axes[0].get_title() == "CBF, true"
+    assert len(panels(fig)) == 8 and fig.axes[0].get_title() == "CBV, true"
 
 
 def test_one_style_every_image_panel_has_units_and_sides():
@@ -104,3 +104,17 @@ def test_one_style_every_image_panel_has_units_and_sides():
     # the same window down each column: the true map's
     assert all(panels[j].images[0].get_clim() == panels[j + 4].images[0].get_clim() for j in range(4))
     plt.close("all")
+
+
+def test_figures_transpose_every_slice_themselves():
+    """One orientation convention: slices go in as (X, Y); the face (growing Y) is at the top."""
+    image = np.zeros((40, 20))  # X = 40 columns on screen, Y = 20 rows
+    image[:, -1] = 1  # the row of largest Y: the face
+    fig, ax = figures.subplots()
+    im = figures.image_panel(fig, ax, image, "gray", (0, 1))
+    shown = im.get_array()
+    assert shown.shape == (20, 40) and shown[-1].all() and not shown[0].any()  # origin lower: last row on top
+    panels = [figures.Panel(image, image > 0, None, "x")]
+    assert figures.draw_overlays(panels).axes[0].images[0].get_array().shape == (20, 40)
+    assert figures.draw_maps({"CT": image}, {"CT": (0, 1)}).axes[0].images[0].get_array().shape == (20, 40)
+    assert figures.axial(np.zeros((40, 20, 3)), 1).shape == (40, 20)

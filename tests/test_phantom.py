@@ -10,7 +10,9 @@ from scipy import ndimage
 
 from stroke_helpers import phantom
 from stroke_helpers.figures import ct_realism, ct_realism_figure
-from stroke_helpers.isles import DTYPES, find_case_files, load_split, read_patients
+from stroke_helpers.isles import find_case_files, load_split, read_patients
+from stroke_helpers.modalities import modality
+from stroke_helpers.truth import read_cases, read_truth
 
 
 def test_files_have_isles_dtypes_and_header_quirks(phantom_root):
@@ -25,7 +27,7 @@ def test_files_have_isles_dtypes_and_header_quirks(phantom_root):
         assert path.name.endswith(".nii.gz") and path.parent.name == path.name[: -len(".nii.gz")]  # compressed
         img = nib.load(path)
         hdr = img.header
-        assert img.get_data_dtype() == np.dtype(DTYPES[token]), token
+        assert img.get_data_dtype() == np.dtype(modality(token).dtype), token
         assert int(hdr["qform_code"]) == 0 and int(hdr["sform_code"]) == 2 and hdr["pixdim"][0] == -1
         np.testing.assert_array_equal(img.affine, np.eye(4))
         assert img.shape[:2] == (256, 256)
@@ -43,7 +45,7 @@ def test_test_split_has_no_mask_but_truth_keeps_it(phantom_root):
 def test_patients_and_cases_table(phantom_root):
     patients = read_patients(phantom_root)
     assert len(patients) == 8
-    rows = phantom.read_cases(phantom_root)
+    rows = read_cases(phantom_root)
     by_patient = {}
     for r in rows:
         by_patient.setdefault(r["patient"], []).append(r)
@@ -59,7 +61,7 @@ def test_patients_and_cases_table(phantom_root):
 
 
 def test_truth_maps_obey_central_volume_theorem(phantom_root):
-    truth = phantom.read_truth(phantom_root, "TRAINING/case_1")
+    truth = read_truth(phantom_root, "TRAINING/case_1")
     ok = truth["CBF"] > 1
     np.testing.assert_allclose(truth["MTT"][ok], 60 * truth["CBV"][ok] / truth["CBF"][ok], rtol=1e-4)
     assert truth["core"].any() and not (truth["core"] & truth["penumbra"]).any()
@@ -68,7 +70,7 @@ def test_truth_maps_obey_central_volume_theorem(phantom_root):
 
 def test_ot_is_core_grown_into_penumbra(phantom_root):
     for case in ("TRAINING/case_1", "TRAINING/case_2", "TRAINING/case_3"):
-        truth = phantom.read_truth(phantom_root, case)
+        truth = read_truth(phantom_root, case)
         ot = truth["ot_dwi"].astype(bool)  # the DWI lesion before its registration error
         core, pen = truth["core"].astype(bool), truth["penumbra"].astype(bool)
         written = np.asanyarray(nib.load(find_case_files(phantom_root / case)["OT"]).dataobj).astype(bool)
@@ -128,7 +130,7 @@ def test_study_figure_draws_every_modality_and_the_outline(phantom_root):
     z = int(study.mask.sum(axis=(0, 1)).argmax())
     fig = study_figure(study.images, z, study.mask, title=study.name)
     panels = [a for a in fig.axes if a.images]
-    assert [ax.get_title() for ax in panels] == ["CT", "CBF", "CBV", "MTT", "Tmax"]
+    assert [ax.get_title() for ax in panels] == ["CT", "CBV", "CBF", "MTT", "Tmax"]
     assert all(ax.collections for ax in panels)  # the red lesion contour is on every panel
     assert panels[0].images[0].get_clim() == (0, 100)
     assert [b.get_ylabel() for b in fig.axes if not b.images] == ["HU", "a.u.", "a.u.", "s", "s"]

@@ -8,6 +8,7 @@ from conftest import ATLAS_DIR, CT_TEMPLATE, REAL_CT
 
 from stroke_helpers import phantom
 from stroke_helpers.phantom import anatomy, ischaemia, territories
+from stroke_helpers.truth import read_cases, read_config, read_truth
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +57,8 @@ def test_atlas_lands_on_the_template_left_at_negative_x():
 
 
 def test_each_lesion_stays_inside_its_recorded_territory(phantom_root):
-    for row in phantom.read_cases(phantom_root):
-        truth = phantom.read_truth(phantom_root, f"{row['split']}/{row['case']}")
+    for row in read_cases(phantom_root):
+        truth = read_truth(phantom_root, f"{row['split']}/{row['case']}")
         occluded = truth["occluded"].astype(bool)
         for k in ("core", "penumbra"):
             assert not (truth[k].astype(bool) & ~occluded).any(), (row["case"], k)
@@ -65,7 +66,7 @@ def test_each_lesion_stays_inside_its_recorded_territory(phantom_root):
         side = 1 if row["side"] == "left" else 0
         assert (labels % 2 == side).all()  # odd = left
         assert row["site"] in ischaemia.SITES
-    assert phantom.read_config(phantom_root)["territories"] in ("atlas", "geometric")
+    assert read_config(phantom_root)["territories"] in ("atlas", "geometric")
 
 
 def test_core_hypodensity_grows_with_time_since_onset(phantom_root):
@@ -73,7 +74,7 @@ def test_core_hypodensity_grows_with_time_since_onset(phantom_root):
     darkening = [ischaemia.core_hypodensity(t) for t in times]
     assert all(b > a for a, b in zip(darkening, darkening[1:], strict=False))
     assert darkening[0] < 1.5 and darkening[-1] > 6  # faint early, obvious late
-    rows = phantom.read_cases(phantom_root)
+    rows = read_cases(phantom_root)
     pairs = sorted((float(r["onset_to_ct_min"]), float(r["ct_core_darkening_hu"])) for r in rows)
     assert [d for _, d in pairs] == sorted(d for _, d in pairs)
 
@@ -97,12 +98,14 @@ def test_core_is_darker_on_ncct_late_than_early():
 def test_realism_figure_has_three_panels_with_percentiles():
     import nibabel as nib
 
-    from stroke_helpers.phantom.realism import realism_figure
+    from stroke_helpers.figures import realism_figure
+    from stroke_helpers.realism import realism_panels
 
     res = phantom.simulate_patient(5, [4], phantom.PhantomConfig(write_pwi=False))[0]
     real = np.asanyarray(nib.load(REAL_CT).dataobj)
     z0 = float(res["row"]["first_slice_mm"])
-    fig, pct = realism_figure(res["volumes"]["CT"], real, CT_TEMPLATE, 2, 5, z0 + 10)
+    panels = realism_panels(res["volumes"]["CT"], real, CT_TEMPLATE, 2, 5, z0 + 10)
+    fig, pct = realism_figure(panels), {k: v[1] for k, v in panels.items()}
     panels = [a for a in fig.axes if a.images]  # and one shared HU colorbar
     assert len(panels) == 3 and len(fig.axes) == 4 and all("p5/25/50/75/95" in ax.get_title() for ax in panels)
     assert abs(pct["phantom"][2] - pct["real ISLES CT"][2]) < 10

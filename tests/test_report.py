@@ -7,6 +7,7 @@ import pytest
 
 from stroke_helpers.chapters import notebook_paths
 from stroke_helpers.grid import ALL_RUN, CASCADES, ROWS, TABLE1, TABLE2, Grid, run_name, seed_folder
+from stroke_helpers.locations import NotADatasetError
 from stroke_helpers.metrics import bootstrap_ci, paired_difference
 from stroke_helpers.report import (
     PAPER_TABLE1,
@@ -117,7 +118,7 @@ def test_notebook_paths(tmp_path, monkeypatch, phantom_root):
     monkeypatch.setenv("STROKE_PRESET", "smoke")
     monkeypatch.setenv("STROKE_DATA_DIR", str(tmp_path))
     with pytest.raises(
-        FileNotFoundError, match="synthetic_smoke: no dataset; run `python -m stroke_helpers reproduce --preset smoke"
+        NotADatasetError, match="synthetic_smoke: not an ISLES-layout dataset .*reproduce --preset smoke"
     ):
         notebook_paths("cpu")
 
@@ -140,17 +141,17 @@ def test_forest_plot_draws_every_claim():
 
 def test_convergence_flags_runs_off_their_plateau(tmp_path):
     from stroke_helpers.report import convergence, convergence_markdown
-    from stroke_helpers.runs import write_history
+    from stroke_helpers.runs import ResultsFolder, write_history, write_json
 
     for name, curve in (
         ("flat", [0.2, 0.6, 0.70, 0.71, 0.70]),
         ("rising", [0.1, 0.3, 0.5, 0.6, 0.7]),
         ("dead", [0.0] * 5),
     ):
-        (tmp_path / "runs" / name).mkdir(parents=True)
-        write_history(
-            [{"epoch": i + 1, "val_dice": d} for i, d in enumerate(curve)], tmp_path / "runs" / name / "history.csv"
-        )
+        run = ResultsFolder(tmp_path).run(name)
+        run.path.mkdir(parents=True)
+        write_json({}, run.config)  # a run folder: its configuration, then its learning curve
+        write_history([{"epoch": i + 1, "val_dice": d} for i, d in enumerate(curve)], run.history)
     rows = {r["run"]: r for r in convergence(tmp_path)}
     assert rows["flat"]["plateau"] and not rows["rising"]["plateau"] and rows["dead"]["plateau"]
     assert rows["rising"]["last3"] == pytest.approx(0.6)
@@ -162,7 +163,7 @@ def test_convergence_flags_runs_off_their_plateau(tmp_path):
 def test_publish_notebooks_drops_injected_parameters(tmp_path):
     import nbformat
 
-    from stroke_helpers.chapters import NOTEBOOKS, publish_notebooks
+    from stroke_helpers.notebooks import NOTEBOOKS, publish_notebooks
 
     executed, target = tmp_path / "executed", tmp_path / "notebooks"
     executed.mkdir()

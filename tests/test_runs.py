@@ -7,6 +7,7 @@ Every command that reads a run folder (``predict``, ``evaluate``, ``train --resu
 import os
 import pickle
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +15,15 @@ import torch
 from stroke_helpers.__main__ import main
 from stroke_helpers.datasets import build_slices
 from stroke_helpers.presets import PRESETS
-from stroke_helpers.runs import RunError, TrainConfig, is_finished, load_state, load_synthetic_maps
+from stroke_helpers.runs import (
+    ResultsFolder,
+    RunError,
+    RunFolder,
+    TrainConfig,
+    is_finished,
+    load_state,
+    load_synthetic_maps,
+)
 from stroke_helpers.train import train
 
 
@@ -112,3 +121,66 @@ def test_predict_out_without_extension(finished_run, phantom_root, tmp_path, cap
     assert main(argv) == 2  # the resolved name exists: not overwritten without --force
     assert "mask.nii.gz exists" in capsys.readouterr().err and written.read_bytes() == before
     assert main([*argv, "--force"]) == 0
+
+
+def test_run_folder_layout(finished_run, tmp_path):
+    """:class:`RunFolder` names every file of the layout the module documents, and nothing is read."""
+    run = RunFolder(tmp_path / "run")
+    expected = {
+        run.config: "config.json",
+        run.split: "split.json",
+        run.history: "history.csv",
+        run.last: "last.pt",
+        run.best: "best.pt",
+        run.metrics(): "metrics.json",
+        run.metrics("test"): "metrics_test.json",
+        run.cascade: "cascade.json",
+        run.stage1.best: "stage1/best.pt",
+        run.stage2.config: "stage2/config.json",
+        run.fold(3).history: "fold_3/history.csv",
+        run.synthetic_maps: "synthetic_maps.pt",
+        run.synthetic_map_nifti("TRAINING/case_2"): "synthetic_maps/TRAINING/case_2/Ms.nii.gz",
+    }
+    for path, relative in expected.items():
+        assert path == tmp_path / "run" / relative
+    assert os.fspath(run) == str(run) == str(tmp_path / "run") and not run.exists() and run.records() == []
+    with pytest.raises(ValueError, match="best or last"):
+        run.checkpoint("first")
+    trained = RunFolder(finished_run)  # what train wrote, found through the accessor
+    assert trained.exists() and not trained.is_cascade and trained.weights() == [trained.best]
+    assert [p.name for p in trained.records()] == ["config.json", "split.json", "history.csv"]
+    trained.metrics("test").write_text("{}")  # scored: a copy leaves the scores behind
+    copy = trained.copy(tmp_path / "copy")
+    trained.metrics("test").unlink()
+    assert copy.last.is_file() and copy.config.is_file() and not copy.metrics("test").exists()
+
+
+def test_results_folder_walks_runs_cascades_and_their_stages(tmp_path):
+    results = ResultsFolder(tmp_path)
+    assert results.run("MR_All") == RunFolder(tmp_path / "runs" / "MR_All")
+    assert (results.report, results.figures, results.notebooks, results.timing) == tuple(
+        tmp_path / p for p in ("report.md", "figures", "notebooks", "timing.json")
+    )
+    cascade = results.run("cascade_oof")
+    for run in (results.run("MR_All"), cascade.stage1, cascade.fold(0), cascade.stage2):
+        run.path.mkdir(parents=True)
+        run.config.write_text("{}")
+    assert results.run("MR_All").exists() and not cascade.exists()  # a cascade without cascade.json is unfinished
+    cascade.cascade.write_text("{}")
+    (cascade.synthetic_map_nifti("TRAINING/case_1")).parent.mkdir(parents=True)
+    names = [results.name(r) for r in results.runs()]
+    assert names == ["MR_All", "cascade_oof", "cascade_oof/fold_0", "cascade_oof/stage1", "cascade_oof/stage2"]
+    assert cascade.is_cascade and cascade.weights() == [cascade.stage1.best, cascade.stage2.best]
+
+
+def test_the_shipped_checkpoint_is_a_results_folder():
+    """The committed checkpoint keeps the layout: its runs, weights and records where the accessor says."""
+    bundle = ResultsFolder(Path(__file__).resolve().parents[1] / "checkpoints" / "cpu")
+    if not bundle.path.is_dir():
+        pytest.skip("no committed checkpoint in this checkout")
+    names = {bundle.name(r) for r in bundle.runs()}
+    assert {"MR+ATT_All", "cascade", "cascade/stage1", "cascade/stage2", "cascade_oof/fold_0"} <= names
+    for name in ("MR+ATT_All", "cascade"):
+        assert all(p.is_file() for p in bundle.run(name).weights())
+    assert not any(p.is_file() for p in bundle.run("MR_All").weights())
+    assert bundle.run("MR_All").metrics().is_file() and bundle.run("cascade").cascade.is_file()

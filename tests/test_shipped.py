@@ -10,16 +10,17 @@ matplotlib.use("Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from stroke_helpers import answers, chapters, shipped  # noqa: E402
+from stroke_helpers import answers, chapters, locations, shipped  # noqa: E402
 from stroke_helpers.cascade import stage1_maps  # noqa: E402
 from stroke_helpers.datasets import build_slices  # noqa: E402
-from stroke_helpers.download import data_dir  # noqa: E402
 from stroke_helpers.engine import autocast_dtype  # noqa: E402
 from stroke_helpers.grid import ALL_RUN, ROWS, TABLE1, TABLE2, run_name  # noqa: E402
 from stroke_helpers.inference import Predictor, evaluate  # noqa: E402
+from stroke_helpers.locations import NotADatasetError  # noqa: E402
 from stroke_helpers.model import count_parameters  # noqa: E402
 from stroke_helpers.presets import PRESETS  # noqa: E402
 from stroke_helpers.runs import RunError, has_weights, load_synthetic_maps, read_split  # noqa: E402
+from stroke_helpers.truth import read_config  # noqa: E402
 
 WEIGHT_FILES = (f"{ALL_RUN}/best.pt", "cascade/stage1/best.pt", "cascade/stage2/best.pt")
 
@@ -48,15 +49,18 @@ def _hashes(folder) -> dict:
 def test_the_repository_ships_a_trained_cpu_checkpoint():
     described = shipped.manifest()
     assert described["preset"] == "cpu" and described["commands"][0] == shipped.RECIPE
-    files = [shipped.SHIPPED / "runs" / f for f in WEIGHT_FILES]
+    files = [locations.shipped_checkpoint() / "runs" / f for f in WEIGHT_FILES]
     assert all(f.stat().st_size < 5e6 for f in files)  # a few MB: fp16
     assert files[0].read_bytes() == files[1].read_bytes()  # stage 1 is the All model: one git blob
-    weights = sorted(p.relative_to(shipped.SHIPPED / "runs").as_posix() for p in shipped.SHIPPED.rglob("*.pt"))
+    weights = sorted(
+        p.relative_to(locations.shipped_checkpoint() / "runs").as_posix()
+        for p in locations.shipped_checkpoint().rglob("*.pt")
+    )
     assert weights == sorted(WEIGHT_FILES)
     state = torch.load(files[2], weights_only=True)
     assert {v.dtype for v in state["model"].values() if v.is_floating_point()} == {torch.float16}
     for name, channels in ((ALL_RUN, 5), ("cascade", 6)):
-        predictor = Predictor(shipped.SHIPPED / "runs" / name, "cpu")
+        predictor = Predictor(locations.shipped_checkpoint() / "runs" / name, "cpu")
         assert predictor.config.in_channels == channels and predictor.config.settings.widths == PRESETS["cpu"].widths
         assert count_parameters(predictor.model) == count_parameters(predictor.config.build_model()) > 1e6
         size = PRESETS["cpu"].size
@@ -64,7 +68,9 @@ def test_the_repository_ships_a_trained_cpu_checkpoint():
         assert probs.shape == (2, size, size) and 0 <= probs.min() <= probs.max() <= 1
         for split in ("val", "test"):  # the shipped scores are the shipped weights' (rescored by ship)
             scores = json.loads(
-                (shipped.SHIPPED / "runs" / name / f"metrics{'_test' if split == 'test' else ''}.json").read_text()
+                (
+                    locations.shipped_checkpoint() / "runs" / name / f"metrics{'_test' if split == 'test' else ''}.json"
+                ).read_text()
             )
             assert (
                 round(scores["summary"]["dice"]["mean"], 4)
@@ -73,24 +79,26 @@ def test_the_repository_ships_a_trained_cpu_checkpoint():
             assert described["mean_dice"][f"{name} {split}"]["shipped (fp16)"] > 0.5  # trained, not a stub
     for row in ROWS:  # every table run's scores and learning curve ship, so the tables can be shown
         for mods in TABLE1 + TABLE2:
-            run = shipped.SHIPPED / "runs" / run_name(row, mods)
+            run = locations.shipped_checkpoint() / "runs" / run_name(row, mods)
             assert (run / "metrics.json").is_file() and (run / "metrics_test.json").is_file()
             assert (run / "history.csv").is_file() and has_weights(run) == (run.name == ALL_RUN)
     assert set(described["leakage"]) == {"cascade", "cascade_oof"}
     with pytest.raises(RunError, match="never rewritten"):  # nothing writes into it
-        evaluate(shipped.SHIPPED / "runs" / ALL_RUN, progress=False)
+        evaluate(locations.shipped_checkpoint() / "runs" / ALL_RUN, progress=False)
 
 
 def test_shipped_scores_hold_on_the_default_dataset():
     """Both shipped models score what the manifest says on the default synthetic dataset as
     generated here (CI generates it before running this test; elsewhere it skips without it)."""
-    data = data_dir(None) / "synthetic"
+    data = locations.dataset("synthetic")
     described = shipped.manifest()
     if not shipped.fits(data):
         pytest.skip(f"{data}: not the default synthetic dataset (python data_download.py synthetic makes it)")
     same_precision = (autocast_dtype(torch.device("cpu")) is not None) == (described["evaluated_in"] != "fp32")
     for name in shipped.WEIGHTS:
-        result = evaluate(shipped.SHIPPED / "runs" / name, "val", "cpu", progress=False, data=data, write=False)
+        result = evaluate(
+            locations.shipped_checkpoint() / "runs" / name, "val", "cpu", progress=False, data=data, write=False
+        )
         expected = described["mean_dice"][f"{name} val"]["shipped (fp16)"]
         assert result["summary"]["dice"]["mean"] == pytest.approx(expected, abs=0.002 if same_precision else 0.02)
 
@@ -118,19 +126,19 @@ def test_ship_halves_the_weights_and_scores_them_again(bundle, smoke_grid, phant
         shipped.ship(smoke_grid, bundle, progress=False)
     with pytest.raises(RunError, match="no evaluated run"):
         shipped.ship(bundle / "runs" / "MR_All", tmp_path / "other", progress=False)
-    with pytest.raises(FileNotFoundError, match="pass --data"):
+    with pytest.raises(NotADatasetError, match="pass --data"):
         shipped.ship(smoke_grid, tmp_path / "other", data=tmp_path / "nowhere", progress=False)
     again = shipped.ship(smoke_grid, tmp_path / "again", progress=False)
     (again / "stale").write_text("from an earlier ship")
     shipped.ship(smoke_grid, again, force=True, progress=False)  # replaced whole, nothing left beside it
     assert not (again / "stale").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["again"]
-    monkeypatch.setattr(shipped, "SHIPPED", tmp_path / "again")
+    monkeypatch.setattr(locations, "shipped_checkpoint", lambda: tmp_path / "again")
     with pytest.raises(RunError, match="smoke-preset run"):  # the repository's checkpoint is the cpu preset's
         shipped.ship(smoke_grid, tmp_path / "again", force=True, progress=False)
 
 
 def test_chapters_fall_back_to_the_shipped_checkpoint(bundle, smoke_grid, phantom_root, tmp_path, monkeypatch):
-    monkeypatch.setattr(shipped, "SHIPPED", bundle)
+    monkeypatch.setattr(locations, "shipped_checkpoint", lambda: bundle)
     empty = tmp_path / "results" / "smoke"
     folder, note = shipped.results_for_chapters(empty, phantom_root, "smoke")
     assert folder == bundle and "no grid run yet" in note and "SHIPPED CHECKPOINT" in note
@@ -147,9 +155,11 @@ def test_chapters_fall_back_to_the_shipped_checkpoint(bundle, smoke_grid, phanto
     assert folder == empty and "for the smoke preset only" in note
     other = tmp_path / "other"
     shutil.copytree(phantom_root / "truth", other / "truth")
-    _edit(other / "truth" / "config.csv", "territories,atlas", "territories,geometric")
+    made = read_config(phantom_root)["territories"]  # atlas, or geometric where no atlas copy is beside
+    changed = "geometric" if made == "atlas" else "atlas"
+    _edit(other / "truth" / "config.csv", f"territories,{made}", f"territories,{changed}")
     folder, note = shipped.results_for_chapters(empty, other, "smoke")
-    assert folder == empty and "territories geometric (trained: atlas)" in note
+    assert folder == empty and f"territories {changed} (trained: {made})" in note
     assert "not a generated synthetic dataset" in shipped.results_for_chapters(empty, tmp_path, "smoke")[1]
     # notebook_paths: only an empty `results` (and no $STROKE_RESULTS) falls back
     monkeypatch.chdir(tmp_path)
@@ -179,7 +189,7 @@ def test_chapters_run_on_the_shipped_checkpoint_and_leave_it_untouched(
     )
     with pytest.raises(ValueError, match="no out-of-fold figure"):
         answers.check_leak({"in-sample": 0.5, "validation": 0.5}, "in-sample")
-    study, z = chapters.largest_lesion_slice(arrays, read_split(bundle / "runs" / ALL_RUN)["val"])
+    study, z = chapters.largest_lesion(arrays, read_split(bundle / "runs" / ALL_RUN)["val"])
     assert chapters.paper_figure(bundle, arrays, TABLE1, study, z, "Figure 2 (label)") is None
     assert "Figure 2: needs the weights of 15 runs" in capsys.readouterr().out
     assert "not here (the shipped checkpoint leaves" in chapters.synthetic_map_file(
@@ -208,7 +218,7 @@ def test_data_fingerprint(phantom_root, tmp_path):
 def test_the_explorer_app_defaults_to_the_shipped_cascade(bundle, phantom_root, tmp_path, monkeypatch, capsys):
     from stroke_helpers.explorer import default_run
 
-    monkeypatch.setattr(shipped, "SHIPPED", bundle)
+    monkeypatch.setattr(locations, "shipped_checkpoint", lambda: bundle)
     assert default_run(phantom_root, None) == bundle / "runs" / "cascade"
     assert "shipped checkpoint's cascade" in capsys.readouterr().out
     assert default_run(phantom_root, bundle / "runs" / ALL_RUN) == bundle / "runs" / ALL_RUN  # a given run wins

@@ -98,7 +98,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(phantom_root, tmp_pat
 
 def test_cli_errors_are_one_line(phantom_root, tmp_path, capsys):
     cases = [
-        (["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r")], "no TRAINING folder"),
+        (["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r")], "not an ISLES-layout dataset"),
         (
             ["train", "--data", str(phantom_root), "--modalities", "CT,ADC", "--out", str(tmp_path / "r")],
             "unknown modality ADC",

@@ -9,8 +9,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from stroke_helpers import figures  # noqa: E402
-from stroke_helpers.explorer import TABS, Explorer, check_data, check_run  # noqa: E402
+from stroke_helpers.explorer import TABS, Explorer, check_run  # noqa: E402
 from stroke_helpers.isles import discover_cases, load_study  # noqa: E402
+from stroke_helpers.locations import NotADatasetError, require_dataset  # noqa: E402
 from stroke_helpers.metrics import threshold_sweep  # noqa: E402
 from stroke_helpers.widgets import (  # noqa: E402
     AttentionExplorer,
@@ -176,7 +177,7 @@ def test_update_functions_match_fresh_figures():
     a, b = rng.random((8, 8)), rng.random((8, 8))
     fig = figures.draw_maps({"CT": a}, {"CT": (0, 1)}, a > 0.5, "one")
     figures.update_maps(fig, {"CT": b}, {"CT": (0.2, 0.8)}, None, "two")
-    assert np.array_equal(fig.axes[0].images[0].get_array(), b)
+    assert np.array_equal(fig.axes[0].images[0].get_array(), b.T)  # slices go in as (X, Y), shown transposed
     assert fig.axes[0].images[0].get_clim() == (0.2, 0.8) and not fig.axes[0]._live_outlines
     assert fig.texts[0].get_text() == "two"
     plt.close("all")
@@ -191,8 +192,8 @@ def test_explorer_app_without_and_with_a_run(phantom_root, tmp_path):
     app.tabs.selected_index = 0
     app.study.value = app.study.options[-1][1]
     assert app.viewers["Maps"].current.name == app.study.value
-    with pytest.raises(FileNotFoundError, match="no ISLES-layout dataset"):
-        check_data(tmp_path)
+    with pytest.raises(NotADatasetError, match="not an ISLES-layout dataset"):
+        require_dataset(tmp_path)
     with pytest.raises(FileNotFoundError, match="not a trained run"):
         check_run(tmp_path)
     plt.close("all")
@@ -202,7 +203,7 @@ def test_explore_command_says_what_is_wrong_in_one_line(phantom_root, tmp_path, 
     from stroke_helpers.__main__ import main
 
     for argv, expected in (
-        (["--data", str(tmp_path)], "no ISLES-layout dataset"),
+        (["--data", str(tmp_path)], "not an ISLES-layout dataset"),
         (["--data", str(phantom_root), "--run", str(tmp_path)], "not a trained run"),
         (["--data", str(phantom_root), "--port", "70000"], "not a port number"),
     ):

@@ -10,7 +10,7 @@ One module per step (each documents its model and numbers):
 - :mod:`.series`       tissue values, the 4D CTP series, NCCT, maps from the noisy series;
                        :func:`simulate_patient`
 - :mod:`.dataset`      ISLES slab plan, parallel generation with kill safety, the ISLES tree
-- :mod:`.truth`        the ``truth/`` folder beside the dataset: the only reader and writer
+- :mod:`.truth`        writes the ``truth/`` folder beside the dataset (:mod:`stroke_helpers.truth` reads it)
 - :mod:`.realism`      phantom vs real CT vs CT template, side by side with HU percentiles
 
 The dataset goes to ``OUT/TRAINING``, ``OUT/TESTING`` through :func:`stroke_helpers.isles.write_case`
@@ -21,10 +21,9 @@ and ``OUT/truth/`` holds what only a phantom knows.
 from .anatomy import HU, SLICE_MM, smooth_field
 from .dataset import ISLES_SLICES, generate_dataset, plan_split, slab_sizes
 from .series import TISSUE, PhantomConfig, correlated_noise, simulate_patient, tissue_table
-from .truth import load_study_truth, read_cases, read_config, read_truth
 
 __all__ = [
     "HU", "ISLES_SLICES", "SLICE_MM", "TISSUE", "PhantomConfig", "correlated_noise", "generate_dataset",
-    "load_study_truth", "plan_split", "read_cases", "read_config", "read_truth", "simulate_patient",
+    "plan_split", "simulate_patient",
     "slab_sizes", "smooth_field", "tissue_table",
 ]  # fmt: skip

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..isles import ID_ORDER, PATIENTS_FILE, write_case
+from ..isles import PATIENTS_FILE, write_case
+from ..modalities import id_order
 from . import truth as truth_io
 from .series import PhantomConfig, simulate_patient
 from .territories import load_territories
@@ -131,9 +132,9 @@ def _plan_jobs(rng, seed: int, config: PhantomConfig, tmp: Path, train_cases: in
             for _ in slabs:
                 if split == "TRAINING":  # consecutive ids: 4DPWI = n, CT = n + 1, ...
                     base = int(rng.integers(100000, 999000))
-                    ids.append({t: base + i for i, t in enumerate(ID_ORDER)})
+                    ids.append({t: base + i for i, t in enumerate(id_order())})
                 else:
-                    ids.append({t: int(rng.integers(100000, 999999)) for t in ID_ORDER[:-1]})  # no OT
+                    ids.append({t: int(rng.integers(100000, 999999)) for t in id_order() if t != "OT"})
             patient = f"{'train' if split == 'TRAINING' else 'test'}_{p + 1:03d}"
             jobs.append((seed * 1_000_003 + split_index * 10_007 + p, slabs, config, tmp, split, case, patient, ids))
             case += len(slabs)

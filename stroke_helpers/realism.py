@@ -1,7 +1,8 @@
-"""Does the phantom look like real CT? Phantom NCCT, the real ISLES CT and the real-CT template
-(Rorden et al. 2012, skull-stripped, HU, MNI space) at the same level, side by side, with the
-brain's HU percentiles (5/25/50/75/95) of each. The real files are read at run time (never
-committed): ``../shared/real/*.nii`` and ``../shared/ct-template/scct_stripped_hu.nii.gz``.
+"""Does synthetic CT look like real CT? The brain's HU percentiles (5/25/50/75/95) of an axial
+slice, measured alike on the phantom's NCCT, a real ISLES CT and the real-CT template (Rorden et
+al. 2012, skull-stripped, HU, MNI space) at the same level. The real files are never part of the
+repository: :func:`stroke_helpers.locations.reference_ct` and
+:func:`~stroke_helpers.locations.ct_template` say where they are looked for.
 """
 
 from __future__ import annotations
@@ -33,24 +34,15 @@ def template_slice(path: str | Path, mni_z: float) -> np.ndarray:
     return vol[:, :, k]
 
 
-def realism_figure(
-    phantom_ct: np.ndarray, real_ct: np.ndarray, template_path, z_phantom: int, z_real: int, mni_z: float
+def realism_panels(
+    phantom_ct: np.ndarray, real_ct: np.ndarray, template: str | Path, z_phantom: int, z_real: int, mni_z: float
 ):
-    """Three panels (brain window 0-80 HU): phantom CT slice, real CT slice, CT template at MNI
-    height ``mni_z``, each titled with its brain HU percentiles. Returns (figure, percentiles)."""
-    from ..figures import colorbar, image_panel, subplots
-
-    tpl = template_slice(template_path, mni_z)
-    panels = {
+    """``{title: (axial slice (X, Y), brain HU percentiles)}``: the phantom's CT slice, the real CT
+    slice and the CT template at MNI height ``mni_z``, in that order (what
+    :func:`stroke_helpers.figures.realism_figure` draws)."""
+    tpl = template_slice(template, mni_z)
+    return {
         "phantom": (phantom_ct[:, :, z_phantom], brain_percentiles(phantom_ct[:, :, z_phantom])),
         "real ISLES CT": (real_ct[:, :, z_real], brain_percentiles(real_ct[:, :, z_real])),
         f"CT template, z = {mni_z:.0f} mm": (tpl[::-1], brain_percentiles(tpl, tpl > 0)),
     }
-    fig, axes = subplots(1, 3, figsize=(11, 4.0))
-    for ax, (title, (img, pct)) in zip(axes, panels.items(), strict=True):
-        pct_text = "/".join(f"{v:.0f}" for v in pct)
-        im = image_panel(
-            fig, ax, img.T, "gray", (0, 80), bar=False, title=f"{title}\nbrain HU p5/25/50/75/95: {pct_text}"
-        )
-    colorbar(fig, im, list(axes), "HU")
-    return fig, {k: v[1] for k, v in panels.items()}
