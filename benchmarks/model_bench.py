@@ -160,7 +160,7 @@ def bench_inference(device, repeats=5) -> float:
 
 def bench_augmentation(device, batch=8, repeats=20) -> dict:
     """Milliseconds per batch of ``cpu``-preset slices: the trainer's batched augmentation
-    against the same list as MONAI per-slice dictionary transforms (the former implementation)."""
+    against the same list as MONAI per-slice dictionary transforms."""
     from monai import transforms as mt
 
     size = PRESETS["cpu"].size

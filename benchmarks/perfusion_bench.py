@@ -3,7 +3,7 @@
 
     python benchmarks/perfusion_bench.py [--voxels 400000] [--frames 50] [--repeats 3] [--out FILE.json]
 
-Prints a table and writes JSON. Goal (issue 3): >= 1 million curves/s for block-circulant SVD on
+Prints a table and writes JSON. Goal: >= 1 million curves/s for block-circulant SVD on
 a 2-core CPU. The curves are realistic tissue curves plus noise; the best of ``--repeats`` runs
 is kept, so compare ratios measured in one run rather than absolute numbers across machines.
 """

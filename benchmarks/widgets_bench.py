@@ -3,7 +3,7 @@
 
     python benchmarks/widgets_bench.py [--data DIR] [--run RUN] [--changes 15] [--out FILE.json]
 
-Prints a table and writes JSON. Goal (issue 13): a slider change redraws in under 200 ms on a
+Prints a table and writes JSON. Goal: a slider change redraws in under 200 ms on a
 2-core CPU. "in place" is what the viewers do (update the one figure, encode a PNG for the
 ``Image`` widget); "rebuilt" draws a new figure every time (what the widgets did before), for
 comparison. Times are in the kernel: the browser adds its round trip (the browser tests print it).

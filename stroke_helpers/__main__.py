@@ -122,7 +122,7 @@ def reproduce(args) -> None:
 
     t0, seconds = time.perf_counter(), {}
     preset = get_preset(args.preset)
-    data, out = locations.dataset(preset.dataset, args.data), locations.results(args.preset, args.out)
+    data, results = locations.dataset(preset.dataset, args.data), locations.results(args.preset, args.out)
     if not (data / "TRAINING").is_dir():
         print(f"generating the synthetic dataset in {data}", flush=True)
         atlas = locations.atlas()
@@ -135,24 +135,24 @@ def reproduce(args) -> None:
         generate_dataset(data, *preset.cases, args.seed, config, workers=workers, progress=not args.no_progress)
         seconds["dataset"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    grid_seconds = Grid(data, out, args.preset, args.seed, not args.no_progress, args.seeds, args.precision).run_all()
+    grid_seconds = Grid(data, results, preset, args.seed, not args.no_progress, args.seeds, args.precision).run_all()
     seconds["experiment grid and cascades"] = time.perf_counter() - t1
     if not args.skip_notebooks:
         t2 = time.perf_counter()
-        params = {"preset": args.preset, "data": str(data.resolve()), "results": str(out.resolve())}
-        run_notebooks(out, params)
+        params = {"preset": args.preset, "data": str(data.resolve()), "results": str(results.resolve())}
+        run_notebooks(results, params)
         seconds["notebooks"] = time.perf_counter() - t2
     seconds["total"] = time.perf_counter() - t0
     wall = sum(grid_seconds.values())
     timing = {
         "seconds": seconds,
         "grid_seconds": grid_seconds,
-        "overheads": grid_overheads(out, wall),
-        "end_to_end": end_to_end(out, data, preset.size, wall),
+        "overheads": grid_overheads(results, wall),
+        "end_to_end": end_to_end(results, data, preset.size, wall),
     }
-    ResultsFolder(out).timing.write_text(json.dumps(timing, indent=1))
-    figures = sorted(ResultsFolder(out).figures.glob("*.png"))
-    print(f"report: {write_report(out, data, args.preset, seconds, figures, grid_seconds)}")
+    ResultsFolder(results).timing.write_text(json.dumps(timing, indent=1))
+    figures = sorted(ResultsFolder(results).figures.glob("*.png"))
+    print(f"report: {write_report(results, data, preset, seconds, figures, grid_seconds)}")
 
 
 def run(args) -> None:

@@ -7,11 +7,11 @@ only. The five spatial transforms are composed into **one** sampling grid per sl
 image channels and the mask are resampled together by a single ``grid_sample`` over the whole
 batch (bilinear; the mask is thresholded at 0.5, so it stays binary and moves with the image).
 
-Why not a library pipeline: MONAI's per-slice dictionary transforms (the former
-implementation) took about 18 % of a ``cpu``-preset epoch, and Kornia's batched ones, which
+Why not a library pipeline: MONAI's per-slice dictionary transforms, applied to the same list,
+take about 18 % of a ``cpu``-preset epoch, and Kornia's batched ones, which
 resample once per transform, were barely faster (12 ms per batch of 8). Measured on a 2-core
 AVX512-BF16 CPU by ``benchmarks/model_bench.py``: 2.0-3.9 ms per batch of 8 96-px slices here
-against 21-23 ms for the MONAI list (two runs); a ``cpu``-preset epoch went from 3.2 s to 2.3 s. Resampling
+against 21-23 ms for the MONAI list (two runs); a ``cpu``-preset epoch takes 2.3 s with it and 3.2 s with the MONAI list. Resampling
 once also avoids the blur of five successive bilinear interpolations.
 
 :class:`PaperAugmentation` is called by the training loop on each batch; it draws from its own

@@ -375,11 +375,12 @@ def network_batch(data: Path, preset: str = "cpu", n: int = 4, seed: int = 0):
     """What the network sees: ``n`` training slices with lesions, preprocessed to the preset's
     size and augmented as in training (seeded), drawn as one row per slice and one column per
     input channel (:func:`~stroke_helpers.figures.batch_figure`)."""
-    arrays = build_slices(data, "TRAINING", get_preset(preset).size, progress=False)
+    settings = get_preset(preset)
+    arrays = build_slices(data, "TRAINING", settings.size, progress=False)
     area = arrays.masks.flatten(1).sum(1).numpy()
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(np.flatnonzero(area > 0), size=n, replace=False))
-    augment = paper_augmentation(get_preset(preset).augment, seed=seed)
+    augment = paper_augmentation(settings.augment, seed=seed)
     images, masks = augment(arrays.images[pick].float(), arrays.masks[pick][:, None].float())
     names = [f"{arrays.studies[arrays.study_index[i]]}, z={arrays.z[i]}" for i in pick]
     return batch_figure(images.numpy(), masks[:, 0].numpy(), list(MODALITIES), names)

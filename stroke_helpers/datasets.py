@@ -13,7 +13,7 @@ Decisions (and why); each modality's normalisation is set by its row of
 - **Brain mask**: the maps are zero outside the brain, so the mask is the filled union of
   positive map voxels (CT-based when no map is loaded: 0-100 HU inside the skull).
 - **Resizing**: images bilinear with antialiasing, masks nearest, to the preset size (224 in
-  the paper). Metrics are computed after resizing probabilities back (see the model issue).
+  the paper). Metrics are computed after resizing probabilities back to the study's own grid (:func:`to_native`).
 
 Building a split reads every NIfTI once and caches the preprocessed stack as ``.npz`` in
 ``ROOT/.cache/``, keyed by the files' sizes and times and the preprocessing settings, so an

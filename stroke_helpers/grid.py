@@ -16,7 +16,7 @@ from pathlib import Path
 from .cascade import run_cascade
 from .inference import evaluate
 from .modalities import ALL
-from .presets import get_preset
+from .presets import Preset, get_preset
 from .runs import ResultsFolder, RunFolder, TrainConfig, is_finished, metrics_path
 from .train import train
 from .truth import has_test_truth
@@ -55,16 +55,19 @@ class Grid:
     has test truth, on the held-out TESTING split (never used for training or selection)."""
 
     data: Path
-    out: Path
-    preset: str = "cpu"
+    results: Path
+    preset: Preset | str = "cpu"  # a name is resolved once, here
     seed: int = 0
     progress: bool = True
     seeds: int | None = None  # None: the preset's
     precision: str = "auto"  # fp32 measures what a CPU without bf16 units runs
 
+    def __post_init__(self):
+        self.preset = get_preset(self.preset) if isinstance(self.preset, str) else self.preset
+
     @property
     def all_seeds(self) -> list[int]:
-        n = get_preset(self.preset).seeds if self.seeds is None else self.seeds
+        n = self.preset.seeds if self.seeds is None else self.seeds
         return [self.seed + k for k in range(n)]
 
     def config(self, row: str, modalities: str, folder: Path | None = None, seed: int | None = None) -> TrainConfig:
@@ -72,8 +75,8 @@ class Grid:
         seed = self.seed if seed is None else seed
         return TrainConfig(
             data=str(self.data),
-            out=str(folder or ResultsFolder(self.out).run(seed_folder(run_name(row, modalities), seed, self.seed))),
-            preset=self.preset,
+            out=str(folder or ResultsFolder(self.results).run(seed_folder(run_name(row, modalities), seed, self.seed))),
+            preset=self.preset.name,
             modalities=modalities,
             attention=attention,
             multilevel=multilevel,
@@ -106,7 +109,7 @@ class Grid:
     def cascade(self, folder: str, seed: int | None = None) -> Path:
         """One of :data:`CASCADES`; stage 1 is exactly the MR+ATT All run of that seed, so it is reused."""
         seed = self.seed if seed is None else seed
-        run, folds = ResultsFolder(self.out).run(seed_folder(folder, seed, self.seed)), CASCADES[folder]
+        run, folds = ResultsFolder(self.results).run(seed_folder(folder, seed, self.seed)), CASCADES[folder]
         if not run.is_cascade:
             source = RunFolder(self.run("MR+ATT", TABLE2[-1], seed))
             if not run.stage1.path.exists():

@@ -117,14 +117,6 @@ def evaluate(
     return result
 
 
-def predict_arrays(run_dir: str | Path, arrays, names: list[str] | None = None, device: str = "auto") -> dict:
-    """Probabilities ``{study: (Z, S, S)}`` at the training resolution for studies of
-    ``arrays`` (default: the run's validation studies); what the notebooks' figures show."""
-    predictor = Predictor(run_dir, device)
-    names = predictor.split["val"] if names is None else names
-    return {arrays.studies[i]: predictor(arrays.images[arrays.study_index == i]) for i in study_indices(arrays, names)}
-
-
 def format_metrics(result: dict) -> str:
     """The per-study table and the mean +- std line of an :func:`evaluate` result."""
     lines = [f"{result['name']} ({result['split']}, {len(result['studies'])} studies)"]

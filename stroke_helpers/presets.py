@@ -7,8 +7,7 @@ which the paper does not name: one epoch of linear warm-up, then cosine decay
 the whole tutorial (the grid behind Tables 1 and 2, extra seeds and the cascades) on a 2-core
 laptop: widths 8 .. 256, 96 px, 12 epochs, and lr 3e-3. Measured on the synthetic set (seed 0,
 2-core AVX512-BF16 CPU, about 2.3 s per epoch with batched augmentation): with the schedule,
-MR+ATT on All reaches a plateau in 12 epochs (validation Dice 0.77 on phantom v1, 0.74 after the
-former 4 epochs without a schedule; 0.65 on phantom v2); the
+MR+ATT on All reaches a plateau in 12 epochs (validation Dice 0.65 on phantom v2); the
 paper's lr 3e-2 and even 1e-2 collapse a base MTT model to all background (Dice 0.00 at every
 epoch of 12), 3e-3 does not (0.58). ``smoke`` is tiny, for tests,
 and has its own small synthetic dataset (10 training + 2 test studies in ``DATA/synthetic_smoke``).

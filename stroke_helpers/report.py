@@ -24,7 +24,7 @@ from .datasets import build_slices
 from .grid import ALL_RUN, CASCADES, ROWS, TABLE1, TABLE2, column_name, run_name, seed_folder
 from .metrics import MIN_STUDIES, bootstrap_ci, paired_difference
 from .modalities import ALL, PERFUSION_MAPS
-from .presets import get_preset
+from .presets import Preset
 from .runs import ResultsFolder, RunFolder, read_history, read_split, slices_of
 
 # the paper's numbers (ISLES 2018, 19 validation studies): Dice (mean, std), docs/decisions.md §1
@@ -45,22 +45,22 @@ SPLIT_NAMES = {"val": "validation studies", "test": "held-out TESTING studies"}
 CASCADE_METRICS = ("dice", "precision", "recall", "hd95", "avd")
 
 
-def load_run_metrics(out: Path, folder: str, split: str = "val") -> dict | None:
+def load_run_metrics(results: Path, folder: str, split: str = "val") -> dict | None:
     """A run's ``metrics.json`` (``val``) or ``metrics_test.json``, or None when absent."""
-    path = ResultsFolder(out).run(folder).metrics(split)
+    path = ResultsFolder(results).run(folder).metrics(split)
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def per_study(out: Path, folder: str, metric: str = "dice", split: str = "val") -> dict[str, float] | None:
+def per_study(results: Path, folder: str, metric: str = "dice", split: str = "val") -> dict[str, float] | None:
     """``{study: value}`` of one run (NaN where the metric is undefined), or None."""
-    m = load_run_metrics(out, folder, split)
+    m = load_run_metrics(results, folder, split)
     if m is None:
         return None
     return {r["study"]: math.nan if r[metric] is None else float(r[metric]) for r in m["studies"]}
 
 
-def has_split(out: Path, split: str) -> bool:
-    return load_run_metrics(out, ALL_RUN, split) is not None
+def has_split(results: Path, split: str) -> bool:
+    return load_run_metrics(results, ALL_RUN, split) is not None
 
 
 def cell(values: dict[str, float] | None) -> str:
@@ -76,12 +76,14 @@ def _paper(c) -> str:
     return f"{c[0]:.2f} ± {c[1]:.2f}"
 
 
-def table_markdown(out: Path, columns, paper: dict, metric: str = "dice", rows=tuple(ROWS), split: str = "val") -> str:
+def table_markdown(
+    results: Path, columns, paper: dict, metric: str = "dice", rows=tuple(ROWS), split: str = "val"
+) -> str:
     """Table 1 or 2 as markdown: each cell ``ours mean [95 % CI]``, then the paper's mean ± std
     for Dice; ``rows`` picks the configurations shown."""
     lines = ["| | " + " | ".join(column_name(c) for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for row in rows:
-        cells = [cell(per_study(out, run_name(row, c), metric, split)) for c in columns]
+        cells = [cell(per_study(results, run_name(row, c), metric, split)) for c in columns]
         if metric == "dice":
             cells = [f"{c} ({_paper(p)})" for c, p in zip(cells, paper[row])]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
@@ -95,7 +97,7 @@ def _cascade_runs() -> dict[str, str]:
     return runs
 
 
-def cascade_markdown(out: Path, split: str = "val") -> str:
+def cascade_markdown(results: Path, split: str = "val") -> str:
     """Stage 1 against both cascades: every metric's mean [95 % CI]; the paper's cascade first."""
     lines = [
         "| | Dice | precision | recall | HD95 (mm) | AVD (mL) |",
@@ -103,18 +105,20 @@ def cascade_markdown(out: Path, split: str = "val") -> str:
         f"| paper (real ISLES 2018) | {PAPER_CASCADE['dice']:.2f} | {PAPER_CASCADE['precision']:.2f} | | | |",
     ]
     for label, folder in _cascade_runs().items():
-        if load_run_metrics(out, folder, split) is not None:
-            cells = [cell(per_study(out, folder, m, split)) for m in CASCADE_METRICS]
+        if load_run_metrics(results, folder, split) is not None:
+            cells = [cell(per_study(results, folder, m, split)) for m in CASCADE_METRICS]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def comparisons(out: Path, split: str = "val") -> list[dict]:
+def comparisons(results: Path, split: str = "val") -> list[dict]:
     """The paper's claims as paired per-study Dice differences on the same studies (``a - b``),
     each with its paired bootstrap 95 % interval; comparisons whose runs are missing are left out."""
     all_ = ALL
     singles = [c for c in TABLE1 if c in PERFUSION_MAPS]
-    best = max(singles, key=lambda c: np.nanmean(list((per_study(out, run_name("MR+ATT", c)) or {"": -1}).values())))
+    best = max(
+        singles, key=lambda c: np.nanmean(list((per_study(results, run_name("MR+ATT", c)) or {"": -1}).values()))
+    )
     pairs = [
         ("MR vs base (All)", run_name("MR", all_), run_name("base", all_)),
         ("MR+ATT vs MR (All)", run_name("MR+ATT", all_), run_name("MR", all_)),
@@ -132,7 +136,7 @@ def comparisons(out: Path, split: str = "val") -> list[dict]:
     ]
     result = []
     for claim, a, b in pairs:
-        da, db = per_study(out, a, split=split), per_study(out, b, split=split)
+        da, db = per_study(results, a, split=split), per_study(results, b, split=split)
         if da is not None and db is not None:
             result.append({"claim": claim, "a": a, "b": b, **paired_difference(da, db)})
     return result
@@ -155,11 +159,11 @@ def verdict(c: dict) -> str:
     )
 
 
-def comparisons_markdown(out: Path, split: str = "val", only: tuple[str, ...] = ()) -> str:
+def comparisons_markdown(results: Path, split: str = "val", only: tuple[str, ...] = ()) -> str:
     """The paired comparisons as a table and one verdict sentence each (``only``: the claims
     that start with one of these, e.g. ``("MR+ATT vs MR",)``)."""
     lines = ["| claim | mean difference [95 % CI] | studies | resolved |", "|---|---|---|---|"]
-    rows = [c for c in comparisons(out, split) if not only or c["claim"].startswith(only)]
+    rows = [c for c in comparisons(results, split) if not only or c["claim"].startswith(only)]
     for c in rows:
         lines.append(
             f"| {c['claim']} | {c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] | {c['n']} | {'yes' if c['resolved'] else 'no'} |"
@@ -167,10 +171,10 @@ def comparisons_markdown(out: Path, split: str = "val", only: tuple[str, ...] = 
     return "\n".join(lines + [""] + [f"- {verdict(c)}" for c in rows])
 
 
-def ncct_markdown(out: Path, data: Path, split: str = "val") -> str:
+def ncct_markdown(results: Path, data: Path, split: str = "val") -> str:
     """The NCCT-only intensity baseline (:func:`~stroke_helpers.baseline.ncct_hypodensity`)
     beside the learned NCCT models, on the same studies, with the paired difference."""
-    learned = {row: per_study(out, run_name(row, "CT"), split=split) for row in ROWS}
+    learned = {row: per_study(results, run_name(row, "CT"), split=split) for row in ROWS}
     studies = next((list(v) for v in learned.values() if v), None)
     if studies is None:
         return "no evaluated NCCT run"
@@ -182,14 +186,14 @@ def ncct_markdown(out: Path, data: Path, split: str = "val") -> str:
     return "\n".join(lines + ["", f"- {verdict(c)}"])
 
 
-def seed_spread(out: Path, base_seed: int = 0, split: str = "val") -> dict[str, list[float]]:
+def seed_spread(results: Path, base_seed: int = 0, split: str = "val") -> dict[str, list[float]]:
     """``{run: [mean Dice per seed]}`` for the All row and both cascades, over every seed run."""
     names = {row: run_name(row, ALL) for row in ROWS} | {f: f for f in CASCADES}
     spread = {}
     for label, folder in names.items():
         means = []
         for k in range(100):
-            values = per_study(out, seed_folder(folder, base_seed + k, base_seed), split=split)
+            values = per_study(results, seed_folder(folder, base_seed + k, base_seed), split=split)
             if values is None:
                 break
             means.append(float(np.nanmean(list(values.values()))))
@@ -198,28 +202,28 @@ def seed_spread(out: Path, base_seed: int = 0, split: str = "val") -> dict[str, 
     return spread
 
 
-def seeds_markdown(out: Path, base_seed: int = 0, split: str = "val") -> str:
+def seeds_markdown(results: Path, base_seed: int = 0, split: str = "val") -> str:
     lines = ["| run | seeds | mean Dice per seed | spread (max - min) |", "|---|---|---|---|"]
-    for label, means in seed_spread(out, base_seed, split).items():
+    for label, means in seed_spread(results, base_seed, split).items():
         lines.append(
             f"| {label} | {len(means)} | {', '.join(f'{m:.3f}' for m in means)} | {max(means) - min(means):.3f} |"
         )
     return "\n".join(lines)
 
 
-def trained_runs(out: Path) -> list[Path]:
+def trained_runs(results: Path) -> list[Path]:
     """Every run folder the grid trained, each once: a cascade's ``stage1`` is a copy of the
     MR+ATT All run, so it is left out."""
-    runs = ResultsFolder(out).runs()
+    runs = ResultsFolder(results).runs()
     return [r.path for r in runs if r.history.is_file() and r != RunFolder(r.path.parent).stage1]
 
 
-def grid_overheads(out: Path, grid_wall: float) -> dict[str, float]:
+def grid_overheads(results: Path, grid_wall: float) -> dict[str, float]:
     """Where the grid's wall time went: training steps, per-epoch validation, and everything
     else (process and model start, slice cache, synthetic maps, native-resolution evaluation
     and HD95), from every run's ``history.csv`` (seconds per epoch include validation)."""
     train = val = 0.0
-    for run in trained_runs(out):
+    for run in trained_runs(results):
         rows = read_history(run)
         train += sum(r["seconds"] - r.get("val_seconds", 0.0) for r in rows)
         val += sum(r.get("val_seconds", 0.0) for r in rows)
@@ -230,21 +234,21 @@ def grid_overheads(out: Path, grid_wall: float) -> dict[str, float]:
 PLATEAU = 0.02  # a run is on its plateau when its last three epochs' mean validation Dice is this close to its best
 
 
-def convergence(out: Path) -> list[dict]:
+def convergence(results: Path) -> list[dict]:
     """Per trained run: best validation Dice, the mean of its last three epochs, whether that is
     within :data:`PLATEAU` of the best (the learning curve has flattened), and its final Dice."""
     rows = []
-    for run in trained_runs(out):
+    for run in trained_runs(results):
         dice = [r["val_dice"] for r in read_history(run)]
         best, tail = max(dice), float(np.mean(dice[-3:]))
-        name = ResultsFolder(out).name(run)
+        name = ResultsFolder(results).name(run)
         rows.append({"run": name, "best": best, "last3": tail, "final": dice[-1], "plateau": best - tail <= PLATEAU})
     return rows
 
 
-def convergence_markdown(out: Path) -> str:
+def convergence_markdown(results: Path) -> str:
     """How many runs reached their plateau, and every run that did not or that ended below 0.2."""
-    rows = convergence(out)
+    rows = convergence(results)
     if not rows:
         return "No trained runs."
     flat = sum(r["plateau"] for r in rows)
@@ -256,12 +260,12 @@ def convergence_markdown(out: Path) -> str:
     return "\n".join(lines)
 
 
-def end_to_end(out: Path, data: Path, size: int, grid_wall: float) -> dict:
+def end_to_end(results: Path, data: Path, size: int, grid_wall: float) -> dict:
     """Training slices per second of the grid's wall time: every epoch of every trained run
     (a cascade's copied stage 1 once) counted with its run's training slices."""
     arrays = build_slices(data, "TRAINING", size, progress=False)
     slices = 0
-    for run in trained_runs(out):
+    for run in trained_runs(results):
         slices += len(read_history(run)) * len(slices_of(arrays, read_split(run)["train"]))
     return {
         "training_slices": slices,
@@ -271,12 +275,12 @@ def end_to_end(out: Path, data: Path, size: int, grid_wall: float) -> dict:
 
 
 def time_markdown(
-    seconds: dict[str, float], out: Path | None = None, grid_seconds: dict[str, float] | None = None
+    seconds: dict[str, float], results: Path | None = None, grid_seconds: dict[str, float] | None = None
 ) -> str:
     lines = ["| step | seconds |", "|---|---|"] + [f"| {k} | {v:.0f} |" for k, v in seconds.items()]
     if grid_seconds:
         wall = sum(grid_seconds.values())
-        parts = grid_overheads(out, wall)
+        parts = grid_overheads(results, wall)
         lines += ["", "| grid time | seconds | share |", "|---|---|---|"]
         lines += [f"| {k} | {v:.0f} | {100 * v / wall:.0f} % |" for k, v in parts.items()]
         lines += ["", "| grid step | seconds |", "|---|---|"] + [f"| {k} | {v:.0f} |" for k, v in grid_seconds.items()]
@@ -284,22 +288,21 @@ def time_markdown(
 
 
 def write_report(
-    out: Path,
+    results: Path,
     data: Path,
-    preset: str,
+    preset: Preset,
     seconds: dict[str, float],
     figures: list[Path],
     grid_seconds: dict[str, float] | None = None,
 ) -> Path:
-    """``OUT/report.md``: both tables beside the paper's with intervals, the cascades, the paired
+    """``RESULTS/report.md``: both tables beside the paper's with intervals, the cascades, the paired
     comparisons, the spread between seeds, the figure files and where the time went."""
-    out = Path(out)
-    p = get_preset(preset)
-    splits = [s for s in ("val", "test") if has_split(out, s)] or ["val"]
+    results, p = Path(results), preset
+    splits = [s for s in ("val", "test") if has_split(results, s)] or ["val"]
     lines = [
         "# Results report",
         "",
-        f"Computed on **{data}** with the `{preset}` preset (widths {p.widths}, {p.size} px, {p.epochs} epochs).",
+        f"Computed on **{data}** with the `{p.name}` preset (widths {p.widths}, {p.size} px, {p.epochs} epochs).",
         "Each cell: **ours** as the mean Dice over studies with its 95 % bootstrap interval, then (the paper's",
         "mean ± std on real ISLES 2018, 19 validation studies). Ours are on the data named above: results on the",
         "synthetic phantom are synthetic and not expected to match the paper's.",
@@ -313,31 +316,31 @@ def write_report(
             "",
             "## Table 1: one modality",
             "",
-            table_markdown(out, TABLE1, PAPER_TABLE1, split=split),
+            table_markdown(results, TABLE1, PAPER_TABLE1, split=split),
             "",
             "## Table 2: combinations",
             "",
-            table_markdown(out, TABLE2, PAPER_TABLE2, split=split),
+            table_markdown(results, TABLE2, PAPER_TABLE2, split=split),
             "",
             "## Precision (Table 2 columns)",
             "",
-            table_markdown(out, TABLE2, PAPER_TABLE2, metric="precision", split=split),
+            table_markdown(results, TABLE2, PAPER_TABLE2, metric="precision", split=split),
             "",
             "## Cascade (MR+ATT, All + synthetic map)",
             "",
-            cascade_markdown(out, split),
+            cascade_markdown(results, split),
             "",
             "## The paper's claims, paired on the same studies",
             "",
-            comparisons_markdown(out, split),
+            comparisons_markdown(results, split),
             "",
             "## Seeds (All row and cascades)",
             "",
-            seeds_markdown(out, split=split),
+            seeds_markdown(results, split=split),
         ]
-    lines += ["", "## Convergence (validation Dice per epoch)", "", convergence_markdown(out)]
-    lines += ["", "## Figures", ""] + [f"- [{f.name}]({f.relative_to(out)})" for f in figures]
-    lines += ["", "## Time", "", time_markdown(seconds, out, grid_seconds)]
-    path = ResultsFolder(out).report
+    lines += ["", "## Convergence (validation Dice per epoch)", "", convergence_markdown(results)]
+    lines += ["", "## Figures", ""] + [f"- [{f.name}]({f.relative_to(results)})" for f in figures]
+    lines += ["", "## Time", "", time_markdown(seconds, results, grid_seconds)]
+    path = ResultsFolder(results).report
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -34,7 +34,7 @@ def smoke_grid(phantom_root, tmp_path_factory) -> Path:
         grid.run(row, TABLE2[-1])
     for folder in CASCADES:
         grid.cascade(folder)
-    return grid.out
+    return grid.results
 
 
 def make_case(

@@ -9,6 +9,7 @@ from stroke_helpers.chapters import notebook_paths
 from stroke_helpers.grid import ALL_RUN, CASCADES, ROWS, TABLE1, TABLE2, Grid, run_name, seed_folder
 from stroke_helpers.locations import NotADatasetError
 from stroke_helpers.metrics import bootstrap_ci, paired_difference
+from stroke_helpers.presets import PRESETS
 from stroke_helpers.report import (
     PAPER_TABLE1,
     cascade_markdown,
@@ -102,11 +103,11 @@ def test_tables_comparisons_and_report(tmp_path):
     fake_metrics(tmp_path, seed_folder(run_name("MR", TABLE2[-1]), 1), spread + 0.1)
     assert seed_spread(tmp_path)["MR"] == pytest.approx([0.65, 0.70])
 
-    report = write_report(tmp_path, tmp_path / "data", "cpu", {"total": 12.0}, []).read_text()
+    report = write_report(tmp_path, tmp_path / "data", PRESETS["cpu"], {"total": 12.0}, []).read_text()
     assert "`cpu` preset" in report and "0.42 [0.42, 0.42] (0.58 ± 0.22)" in report and "| total | 12 |" in report
     assert "validation only" in report and "held-out TESTING" not in report
     fake_metrics(tmp_path, ALL_RUN, spread, split="test")
-    report = write_report(tmp_path, tmp_path / "data", "cpu", {"total": 12.0}, []).read_text()
+    report = write_report(tmp_path, tmp_path / "data", PRESETS["cpu"], {"total": 12.0}, []).read_text()
     assert "# On the held-out TESTING studies" in report and "validation only" not in report
 
 
