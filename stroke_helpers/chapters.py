@@ -1,6 +1,7 @@
-"""Helpers behind the chapters: where a notebook's data and results are, the notebook runner,
-and the computations whose results the notebooks show (each returns arrays or numbers that a
-function of :mod:`stroke_helpers.figures` draws)."""
+"""What each chapter computes: the arrays, numbers and :class:`~stroke_helpers.figures.Panel`
+grids its cells show, and which data and results folder a chapter reads (:func:`notebook_paths`,
+through :mod:`stroke_helpers.locations`). Chapters compute; :mod:`stroke_helpers.figures` draws.
+Running and publishing the chapters is :mod:`stroke_helpers.notebooks`' job."""
 
 from __future__ import annotations
 
