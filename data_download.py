@@ -23,6 +23,7 @@ from pathlib import Path
 from stroke_helpers import locations
 from stroke_helpers.arguments import at_least
 from stroke_helpers.download import ATLAS_CREDIT, DownloadError, fetch_arterial_atlas, fetch_isles2018
+from stroke_helpers.files import WriteError
 from stroke_helpers.isles import IslesError, format_summary, verify_dataset
 
 
@@ -77,7 +78,9 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--url", help="where to download the archive from (needs --md5)")
     isles.add_argument("--md5", help="expected md5 (default: the official archive's, by file name)")
     isles.add_argument("--out", help="dataset folder (default: $STROKE_DATA_DIR/isles2018 or ./data/isles2018)")
-    isles.add_argument("--force", action="store_true", help="replace splits that already exist")
+    isles.add_argument(
+        "--force", action="store_true", help="replace installed splits (TRAINING/, TESTING/ of case_N folders only)"
+    )
     isles.set_defaults(func=_isles)
 
     atl = sub.add_parser("atlas", help="fetch the arterial territory atlas (checksum-pinned) for the phantom")
@@ -93,7 +96,9 @@ def parser() -> argparse.ArgumentParser:
     syn.add_argument("--seed", type=at_least(0), default=0)
     syn.add_argument("--workers", type=at_least(1), default=None, help="processes (default: all cores)")
     syn.add_argument("--no-pwi", action="store_true", help="skip writing the 4D series (most of the disk)")
-    syn.add_argument("--force", action="store_true", help="replace an existing dataset")
+    syn.add_argument(
+        "--force", action="store_true", help="replace a synthetic dataset this command wrote (nothing else)"
+    )
     syn.set_defaults(func=_synthetic)
 
     ver = sub.add_parser("verify", help="check a dataset tree and summarise it")
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DownloadError, IslesError, FileExistsError) as exc:
+    except (DownloadError, IslesError, FileExistsError, WriteError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -5,11 +5,13 @@ One job per module, in the order data flows through them:
 - :mod:`stroke_helpers.modalities` what each modality is: one table (token, dtype, units, normalisation, display)
 - :mod:`stroke_helpers.isles`      the ISLES 2018 layout on disk: discover, load, write, verify
 - :mod:`stroke_helpers.locations`  where everything lives: argument, then environment variable, then default
+- :mod:`stroke_helpers.files`      atomic writes that say what went wrong, folder locks, swaps, the --force rule
 - :mod:`stroke_helpers.download`   fetch and unpack archives safely
 - :mod:`stroke_helpers.perfusion`  indicator dilution, SVD deconvolution, perfusion maps, classical thresholds
 - :mod:`stroke_helpers.phantom`    the digital perfusion phantom (the synthetic ISLES-layout dataset)
 - :mod:`stroke_helpers.truth`      the phantom's truth folder, read: true maps, case table, TESTING masks
 - :mod:`stroke_helpers.realism`    how real a CT looks: brain HU percentiles beside a real CT and a template
+- :mod:`stroke_helpers.scorecard`  how much information each map carries, against published real-data ranges
 - :mod:`stroke_helpers.baseline`   no-learning baselines: the rCBF < 30 % core, NCCT hypodensity
 - :mod:`stroke_helpers.datasets`   normalisation, brain mask, resizing both ways, cached 2D slices, splits
 - :mod:`stroke_helpers.augment`    the paper's augmentations, batched: one composed warp of image and mask per slice
@@ -35,7 +37,7 @@ One job per module, in the order data flows through them:
 - :mod:`stroke_helpers.explorer`   the classroom explorer app (widgets in tabs), served with Voila
 
 ``python -m stroke_helpers`` is the command line (train, cascade, evaluate, predict, baseline,
-reproduce, ship, explore); ``data_download.py`` at the repository's top gets the data.
+realism, reproduce, ship, explore); ``data_download.py`` at the repository's top gets the data.
 """
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""Command line: ``python -m stroke_helpers {train,cascade,evaluate,predict,baseline,reproduce,ship,explore} ...``.
+"""Command line: ``python -m stroke_helpers {train,cascade,evaluate,predict,baseline,realism,reproduce,ship,explore} ...``.
 
 The same functions the notebooks call. Bad arguments and bad input print one line starting
 with ``error:`` and exit with status 2; ``--help`` on any command lists its options.
@@ -12,7 +12,8 @@ from pathlib import Path
 
 from . import locations
 from .architectures import ARCHITECTURES, DEFAULT
-from .arguments import at_least, folds
+from .arguments import at_least, folds, port
+from .engine import PRECISIONS
 from .modalities import ALL
 from .presets import PRESETS
 
@@ -29,11 +30,54 @@ def _training_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--epochs", type=at_least(1), help="default: the preset's")
     p.add_argument("--seed", type=at_least(0), default=0)
-    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ...")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-progress", action="store_true")
+    _run_args(p)
+
+
+#: ``--precision`` in a few words (the policy: :mod:`stroke_helpers.engine`).
+PRECISION_HELP = (
+    "auto: bf16 where the hardware computes it (CUDA capability >= 8.0, CPUs with AVX512-BF16 or AMX), "
+    "fp16 with a gradient scaler on older CUDA GPUs, fp32 elsewhere"
+)
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    """How runs train and checkpoint (``train``, ``cascade`` and every run of ``reproduce``)."""
+    p.add_argument("--keep-last", action="store_true", help="keep last.pt when a run finishes (to extend it later)")
+    p.add_argument(
+        "--checkpoint-every", type=at_least(1), default=10, help="write last.pt every N epochs (default 10) ..."
+    )
+    p.add_argument(
+        "--checkpoint-minutes", type=float, default=10.0, help="... or every M minutes (default 10), whichever first"
+    )
+    p.add_argument(
+        "--deterministic", action="store_true", help="CUDA: bitwise reproducible kernels (CPU runs always are)"
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument(
+        "--lr-policy",
+        default="keep",
+        choices=["keep", "linear"],
+        help="under torchrun: keep the preset's lr (default) or scale it by the world size",
+    )
+
+
+def _run_options(args) -> dict:
+    """The :class:`~stroke_helpers.runs.TrainConfig` fields :func:`_run_args` sets."""
+    if not args.checkpoint_minutes > 0:
+        raise ValueError(f"--checkpoint-minutes must be above 0, not {args.checkpoint_minutes}")
+    return {
+        "keep_last": args.keep_last,
+        "checkpoint_every": args.checkpoint_every,
+        "checkpoint_minutes": args.checkpoint_minutes,
+        "deterministic": args.deterministic,
+        "compile": args.compile,
+        "lr_policy": args.lr_policy,
+    }
 
 
 def parser() -> argparse.ArgumentParser:
@@ -43,6 +87,7 @@ def parser() -> argparse.ArgumentParser:
     _training_args(t)
     t.add_argument("--no-attention", action="store_true", help="plain skip connections")
     t.add_argument("--no-multilevel", action="store_true", help="full-resolution loss only")
+    t.add_argument("--force", action="store_true", help="replace the run in --out (its own files only)")
     c = sub.add_parser("cascade", help="train stage 1, make the synthetic maps, train stage 2")
     _training_args(c)
     c.add_argument("--folds", type=folds, default=0, help="out-of-fold Ms with this many folds (0: in-sample)")
@@ -61,6 +106,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("data", type=Path, help="ISLES-layout folder")
     b.add_argument("--split", default="TRAINING", choices=["TRAINING", "TESTING"])
     b.add_argument("--out", type=Path, help="also write the per-study rows and the summary to this JSON file")
+    b.add_argument("--force", action="store_true", help="overwrite --out")
+    m = sub.add_parser("realism", help="the realism scorecard: each map's information against real-data ranges")
+    m.add_argument("data", type=Path, help="ISLES-layout folder (the phantom's or real ISLES 2018)")
+    m.add_argument("--split", default="TRAINING", choices=["TRAINING", "TESTING"])
+    m.add_argument("--out", type=Path, help="CSV file (default: DATA/truth/scorecard.csv when DATA has a truth folder)")
+    m.add_argument("--force", action="store_true", help="overwrite --out")
+    m.add_argument("--no-progress", action="store_true")
     r = sub.add_parser("reproduce", help="the main job: data, the experiment grid, cascades, notebooks, report")
     r.add_argument("--preset", default="cpu", choices=list(PRESETS))
     r.add_argument(
@@ -70,10 +122,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=at_least(0), default=0)
     r.add_argument("--seeds", type=at_least(1), help="seeds of the All row and the cascades (default: the preset's)")
     r.add_argument(
-        "--precision", default="auto", choices=["auto", "bf16", "fp32"], help="fp32: what a CPU without bf16 units runs"
+        "--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP + "; fp32: what a CPU without bf16 runs"
     )
     r.add_argument("--skip-notebooks", action="store_true")
     r.add_argument("--no-progress", action="store_true")
+    _run_args(r)
     s = sub.add_parser("ship", help="write the small shipped checkpoint (MR+ATT All and its cascade) from a cpu run")
     s.add_argument("--results", help="a reproduce results folder (default: $STROKE_RESULTS, else results/cpu)")
     s.add_argument("--data", help="the dataset its runs were trained on (default: the one they name)")
@@ -83,7 +136,7 @@ def parser() -> argparse.ArgumentParser:
     x = sub.add_parser("explore", help="serve the classroom explorer app (Voila) on 127.0.0.1")
     x.add_argument("--data", help="ISLES-layout folder (default: DATA/synthetic)")
     x.add_argument("--run", help="a trained run or cascade folder: adds its prediction, attention and Ms")
-    x.add_argument("--port", type=int, default=8866)
+    x.add_argument("--port", type=port, default=8866, help="1-65535")
     x.add_argument("--no-browser", action="store_true", help="do not open a browser")
     return ap
 
@@ -103,27 +156,133 @@ def _config(args, **switches):
         precision=args.precision,
         device=args.device,
         progress=not args.no_progress,
+        **_run_options(args),
         **switches,
     )
 
 
+def _device(name: str):
+    """The torch device ``--device`` names; one this machine does not have is refused in one line."""
+    import torch
+
+    from .engine import resolve_device
+
+    try:
+        device = resolve_device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name}: not a device name (auto, cpu, cuda, cuda:1, mps ...)") from None
+    if device.type == "cpu":
+        return device
+    found = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+    if found is None or found.type != device.type:
+        has = f"its accelerator is {found.type}" if found is not None else "PyTorch finds only the CPU"
+        raise ValueError(f"--device {name}: this machine has no {device.type} device ({has}); use --device auto or cpu")
+    count = torch.accelerator.device_count()
+    if device.index is not None and device.index >= count:
+        raise ValueError(f"--device {name}: this machine has {count} {device.type} device(s), numbered from 0")
+    return device
+
+
+def computes(device, precision: str) -> bool:
+    """Whether ``device`` can autocast to ``precision`` (``bf16``, ``fp16``) at all, natively or
+    emulated (:func:`~stroke_helpers.engine.choose_precision` says which): a tiny matmul tries it."""
+    import warnings
+
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an unsupported dtype warns and disables autocast
+            with torch.autocast(device.type, dtype):
+                x = torch.ones(2, 2, device=device)
+                return (x @ x).dtype == dtype
+    except (RuntimeError, TypeError, ValueError, AssertionError):
+        return False
+
+
+def _precision(precision: str, device) -> None:
+    if precision in ("bf16", "fp16") and not computes(device, precision):
+        raise ValueError(
+            f"--precision {precision}: {device} cannot compute {precision} on this machine; "
+            "use --precision auto (the fastest this machine has) or fp32"
+        )
+
+
+def _training_data(args) -> None:
+    """What ``train`` and ``cascade`` need of the data: every ``--modalities`` file in every
+    training case, every case fit to train on (:func:`~stroke_helpers.isles.check_cases`), a
+    readable ``patients.csv``, and for ``--folds`` that many training patients."""
+    from types import SimpleNamespace
+
+    from .isles import IslesError, check_cases, discover_cases, find_case_files, read_patients
+    from .modalities import canonical_modalities
+    from .runs import split_names
+
+    data = locations.require_dataset(args.data)
+    wanted = canonical_modalities(args.modalities)
+    cases = discover_cases(data, "TRAINING")
+    files = {c: find_case_files(c) for c in cases}
+    for m in wanted:
+        lacking = [c for c in cases if m not in files[c]]
+        if lacking:
+            more = f" and {len(lacking) - 1} more case(s)" if len(lacking) > 1 else ""
+            raise IslesError(
+                f"--modalities {args.modalities}: TRAINING/{lacking[0].name}{more} of {data} "
+                f"{'have' if more else 'has'} no {m} file"
+            )
+    check_cases(cases)  # every study, as training will check it, before the run starts
+    patients = read_patients(data)
+    if args.command == "cascade" and args.folds:
+        names = [f"TRAINING/{c.name}" for c in cases]
+        split = SimpleNamespace(studies=names, patients=[patients.get(n) for n in names])
+        train, _ = split_names(_config(args), split)  # the split training will make
+        n = len({patients.get(name) or name for name in train})
+        if args.folds > n:
+            raise ValueError(
+                f"--folds {args.folds}: {data} leaves {n} training patient(s) beside the validation studies; "
+                f"use at most {n} folds (or 0: in-sample)"
+            )
+
+
+def refuse_impossible(args) -> None:
+    """Options the data or this machine cannot honour, refused in one line before any work."""
+    device = _device(args.device) if getattr(args, "device", None) is not None else None
+    if getattr(args, "precision", "auto") not in ("auto", "fp32"):  # reproduce trains on the automatic device
+        _precision(args.precision, device or _device("auto"))
+    if args.command in ("train", "cascade"):
+        _training_data(args)
+
+
+#: What to do after Ctrl-C, per command (``train`` and ``cascade`` have ``--resume``; the grid
+#: of ``reproduce`` skips finished runs and resumes the interrupted one when run again).
+AFTER_INTERRUPT = {
+    "train": "continue with the same command and --resume",
+    "cascade": "continue with the same command and --resume",
+    "reproduce": "run the same reproduce command again: it skips what is finished and resumes the interrupted run",
+    "ship": "run the same ship command again: it starts over",
+}
+
+
 def reproduce(args) -> None:
-    import json
     import os
     import time
 
     from .download import DownloadError, fetch_arterial_atlas
+    from .engine import barrier, is_main_process, resolve_device, setup_distributed
     from .grid import Grid
     from .notebooks import run_notebooks
     from .phantom import PhantomConfig, generate_dataset
     from .presets import get_preset
     from .report import end_to_end, grid_overheads, write_report
-    from .runs import ResultsFolder
+    from .runs import ResultsFolder, check_results_folder, write_json
 
     t0, seconds = time.perf_counter(), {}
     preset = get_preset(args.preset)
     data, results = locations.dataset(preset.dataset, args.data), locations.results(args.preset, args.out)
-    if not (data / "TRAINING").is_dir():
+    check_results_folder(results)  # new, empty or reproduce's own; never the shipped checkpoint
+    setup_distributed(resolve_device("auto"))  # under torchrun: rank 0 makes the data and the report
+    if not (data / "TRAINING").is_dir() and is_main_process():
         print(f"generating the synthetic dataset in {data}", flush=True)
         atlas = locations.atlas()
         try:  # fetched once, like nilearn's atlases; offline, geometric territories (warned)
@@ -134,9 +293,13 @@ def reproduce(args) -> None:
         workers = os.cpu_count() or 1
         generate_dataset(data, *preset.cases, args.seed, config, workers=workers, progress=not args.no_progress)
         seconds["dataset"] = time.perf_counter() - t0
+    barrier()
     t1 = time.perf_counter()
-    grid_seconds = Grid(data, results, preset, args.seed, not args.no_progress, args.seeds, args.precision).run_all()
+    grid = Grid(data, results, preset, args.seed, not args.no_progress, args.seeds, args.precision, _run_options(args))
+    grid_seconds = grid.run_all()
     seconds["experiment grid and cascades"] = time.perf_counter() - t1
+    if not is_main_process():
+        return
     if not args.skip_notebooks:
         t2 = time.perf_counter()
         params = {"preset": args.preset, "data": str(data.resolve()), "results": str(results.resolve())}
@@ -150,12 +313,21 @@ def reproduce(args) -> None:
         "overheads": grid_overheads(results, wall),
         "end_to_end": end_to_end(results, data, preset.size, wall),
     }
-    ResultsFolder(results).timing.write_text(json.dumps(timing, indent=1))
+    write_json(timing, ResultsFolder(results).timing)
     figures = sorted(ResultsFolder(results).figures.glob("*.png"))
     print(f"report: {write_report(results, data, preset, seconds, figures, grid_seconds)}")
 
 
+#: Commands every torchrun rank runs (they train); under torchrun the others run on rank 0 only.
+DISTRIBUTED_COMMANDS = ("train", "cascade", "reproduce")
+
+
 def run(args) -> None:
+    from .engine import is_main_process
+
+    if args.command not in DISTRIBUTED_COMMANDS and not is_main_process():
+        return  # one process scores, predicts and writes; the other ranks have nothing to do
+    refuse_impossible(args)
     if args.command == "train":
         from .train import train
 
@@ -163,7 +335,7 @@ def run(args) -> None:
             "attention": False if args.no_attention else None,  # None: the architecture's
             "multilevel": False if args.no_multilevel else None,
         }
-        train(_config(args, **switches), resume=args.resume)
+        train(_config(args, **switches), resume=args.resume, force=args.force)
     elif args.command == "cascade":
         from .cascade import run_cascade
 
@@ -179,7 +351,12 @@ def run(args) -> None:
     elif args.command == "baseline":
         from .baseline import report_baseline
 
-        report_baseline(args.data, args.split, args.out)
+        report_baseline(args.data, args.split, args.out, force=args.force)
+    elif args.command == "realism":
+        from .scorecard import report_realism
+
+        locations.require_dataset(args.data)
+        report_realism(args.data, args.split, args.out, not args.no_progress, args.force)
     elif args.command == "reproduce":
         reproduce(args)
     elif args.command == "ship":
@@ -212,7 +389,10 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; continue with --resume", file=sys.stderr)
+        hint = AFTER_INTERRUPT.get(args.command, "nothing to resume: run the same command again")
+        if getattr(args, "resume", False) and args.command in ("train", "cascade"):
+            hint = "continue with the same command (with --resume)"
+        print(f"interrupted; {hint}", file=sys.stderr)
         return 130
     return 0
 

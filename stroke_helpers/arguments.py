@@ -35,3 +35,11 @@ def folds(text: str) -> int:
     if value == 1 or value < 0:
         raise argparse.ArgumentTypeError(f"0 (in-sample) or at least 2, not {value}")
     return value
+
+
+def port(text: str) -> int:
+    """A TCP port to listen on: 1-65535."""
+    value = whole_number(text)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"not a port number (1-65535): {value}")
+    return value

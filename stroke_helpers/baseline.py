@@ -1,7 +1,7 @@
 """Classical baselines, per study: the RAPID-style core (relative CBF < 30 %) from the provided
 maps, and an NCCT-only hypodensity (the lesion darker than its mirror across the midline).
 
-    python -m stroke_helpers baseline DATA_DIR [--split TRAINING] [--out FILE.json]
+    python -m stroke_helpers baseline DATA_DIR [--split TRAINING|TESTING] [--out FILE.json]
 
 Works on real ISLES 2018 and on the phantom alike (it reads the maps through the loader). On real
 ISLES 2018 this baseline scores Dice 0.29 over the 94 training cases (docs/decisions.md §5); learned models
@@ -17,11 +17,12 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from . import files
 from .datasets import brain_mask
-from .isles import discover_cases, load_study
+from .isles import SPLITS, IslesError, check_cases, discover_cases, load_study
 from .metrics import dice, precision
 from .perfusion import core_rcbf, hypoperfusion_tmax, tissue_mask
-from .truth import load_study_truth
+from .truth import has_test_truth, truth_mask
 
 
 def classical_baseline(
@@ -29,10 +30,17 @@ def classical_baseline(
 ) -> list[dict]:
     """Per study: Dice and precision of the rCBF < ``threshold`` core against OT, those of the
     Tmax > 6 s hypoperfusion (which overestimates the OT), and volumes (mL). CSF and vessels are
-    excluded from the thresholded region and from the reference (:func:`perfusion.tissue_mask`)."""
+    excluded from the thresholded region and from the reference (:func:`perfusion.tissue_mask`).
+
+    ``TESTING`` is scored against the phantom's truth folder (its cases carry no OT); real ISLES
+    2018 keeps those masks private, which is refused in one line before any work, as is any
+    case :func:`~stroke_helpers.isles.check_study` finds a problem in."""
+    cases = baseline_cases(root, split)
     rows = []
-    for case in tqdm(discover_cases(root, split), desc="rCBF core", disable=not progress):
+    for case in tqdm(cases, desc="rCBF core", disable=not progress):
         study = load_study(case)
+        if study.mask is None:  # TESTING: the expert mask is in truth/
+            study.mask = truth_mask(root, study)
         tissue = tissue_mask(study.CT, brain_mask(study), cbv=study.CBV)  # no CSF, no vessels
         core = core_rcbf(study.CBF, tissue, study.Tmax, threshold)
         ot = study.mask.astype(bool)
@@ -49,6 +57,22 @@ def classical_baseline(
             }
         )
     return rows
+
+
+def baseline_cases(root: str | Path, split: str) -> list[Path]:
+    """The case folders of ``split``, each checked, and with an expert mask to score against."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be {' or '.join(SPLITS)}, not {split!r}")
+    if split == "TESTING" and not has_test_truth(root):
+        raise IslesError(
+            f"{root}: cannot score TESTING: no truth/TESTING folder with its expert masks "
+            "(real ISLES 2018 keeps them private; only the synthetic dataset has them); score TRAINING"
+        )
+    cases = discover_cases(root, split)
+    if not cases:
+        raise IslesError(f"{Path(root) / split}: no case_N folders")
+    check_cases(cases)
+    return cases
 
 
 def ncct_hypodensity(ct: np.ndarray, brain: np.ndarray, drop_hu: float = 2.0, sigma: float = 2.0) -> np.ndarray:
@@ -73,13 +97,16 @@ def ncct_baseline(root: str | Path, studies: list[str], drop_hu: float = 2.0) ->
     for name in studies:
         study = load_study(Path(root) / name, modalities=("CT",), require_mask=not name.startswith("TESTING/"))
         if study.mask is None:
-            study.mask = load_study_truth(root, name).mask
+            study.mask = truth_mask(root, study)
         out[name] = dice(ncct_hypodensity(study.CT, brain_mask(study), drop_hu), study.mask.astype(bool))
     return out
 
 
-def report_baseline(data: str | Path, split: str = "TRAINING", out: Path | None = None) -> dict:
-    """Score the baseline over a split, print its summary, and write it to ``out`` (JSON) if given."""
+def report_baseline(data: str | Path, split: str = "TRAINING", out: Path | None = None, force: bool = False) -> dict:
+    """Score the baseline over a split, print its summary, and write it to ``out`` (JSON) if
+    given: an existing ``out`` is kept unless ``force``, a folder refused, before any work."""
+    if out:
+        files.check_output(out, force)
     rows = classical_baseline(data, split)
     d = np.array([r["dice"] for r in rows])
     p = np.array([r["precision"] for r in rows])
@@ -101,5 +128,5 @@ def report_baseline(data: str | Path, split: str = "TRAINING", out: Path | None 
     print(f"Tmax > 6 s vs OT (overestimates): Dice {td.mean():.3f} ± {td.std():.3f}, precision {tp.mean():.3f}")
     print(f"median lesion {np.median(ml):.1f} mL")
     if out:
-        Path(out).write_text(json.dumps(summary, indent=2) + "\n")
+        files.write_text(out, json.dumps(summary, indent=2) + "\n")
     return summary

@@ -37,9 +37,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import files
 from .architectures import get_architecture
-from .datasets import SliceArrays, build_slices, to_native
-from .engine import autocast_dtype, forward_batches, resolve_device
+from .datasets import SliceArrays, to_native
+from .engine import autocast_dtype, barrier, forward_batches, is_main_process, resolve_device, setup_distributed
 from .isles import load_study, write_like
 from .metrics import dice
 from .runs import (
@@ -47,16 +48,17 @@ from .runs import (
     RunFolder,
     TrainConfig,
     has_weights,
+    in_shipped_checkpoint,
     is_finished,
     load_model,
     load_synthetic_maps,
-    read_json,
+    read_cascade,
     read_split,
     save_synthetic_maps,
     slices_of,
     write_json,
 )
-from .train import train
+from .train import train, training_slices
 
 MS_PERCENTILE = 99.0
 MS_CLIP = 1.5
@@ -103,7 +105,7 @@ def ms_leak(run: Path, arrays: SliceArrays) -> dict[str, float]:
     run = RunFolder(run)
     if run.synthetic_maps.exists():
         ms = load_synthetic_maps(run.synthetic_maps, arrays)
-    elif read_json(run.cascade, "cascade description")["folds"] == 0 and has_weights(run.stage1):
+    elif read_cascade(run.path)["folds"] == 0 and has_weights(run.stage1):
         ms = stage1_maps(run.stage1.path, arrays, np.arange(len(arrays)), torch.device("cpu"))[0]
     else:
         raise RunError(f"{run}: no synthetic maps ({run.synthetic_maps.name})")
@@ -120,6 +122,8 @@ def _folds(train_names: list[str], patients: dict[str, str | None], k: int, seed
     groups: dict[str, list[str]] = {}
     for name in train_names:
         groups.setdefault(patients.get(name) or name, []).append(name)
+    if k > len(groups):  # an empty fold would train on everything: in-sample maps, silently
+        raise ValueError(f"{k} folds need at least {k} training patients; this split has {len(groups)}")
     order = list(groups)
     np.random.default_rng(seed).shuffle(order)
     folds: list[list[str]] = [[] for _ in range(k)]
@@ -139,11 +143,23 @@ def write_synthetic_maps(run_dir: Path, data: Path, arrays: SliceArrays, ms: tor
 
 def _train_unless_finished(config: TrainConfig) -> None:
     if not is_finished(config.out, config.n_epochs):
-        train(config, resume=RunFolder(config.out).last.exists())
+        train(config, resume=RunFolder(config.out).config.exists())
 
 
 def run_cascade(config: TrainConfig, folds: int = 0, resume: bool = False) -> Path:
-    """Train both stages (finished stages are skipped); returns the run folder."""
+    """Train both stages (finished stages are skipped); returns the run folder. One process
+    writes a cascade's folder at a time (:func:`stroke_helpers.files.lock`; each stage is a run
+    folder with its own)."""
+    if in_shipped_checkpoint(config.out):
+        raise RunError(f"{config.out}: part of the shipped checkpoint, which is never written; choose another --out")
+    if not is_main_process():  # under torchrun: rank 0 holds the lock and writes; the others train with it
+        return _run_cascade(config, folds, resume)
+    with files.lock(config.out, f"cascade --out {config.out}"):
+        files.remove_temporaries(config.out)
+        return _run_cascade(config, folds, resume)
+
+
+def _run_cascade(config: TrainConfig, folds: int, resume: bool) -> Path:
     if folds == 1 or folds < 0:
         raise ValueError("folds must be 0 (in-sample Ms) or at least 2 (out-of-fold)")
     if not get_architecture(config.architecture).cascade:
@@ -156,9 +172,10 @@ def run_cascade(config: TrainConfig, folds: int = 0, resume: bool = False) -> Pa
         raise RuntimeError(f"{run} already holds a cascade; pass --resume to finish it or choose another --out")
     base = replace(config, attention=True, multilevel=True, synthetic_map=None)
     s1 = replace(base, out=str(run.stage1))
+    device = setup_distributed(resolve_device(config.device))[2]  # under torchrun every rank trains
+    main = is_main_process()
     _train_unless_finished(s1)
-    device = resolve_device(config.device)
-    arrays = build_slices(config.data, "TRAINING", config.settings.size, progress=config.progress)
+    arrays = training_slices(config)
     split = read_split(run.stage1)
     everything = np.arange(len(arrays))
     ms, scale = stage1_maps(run.stage1.path, arrays, everything, device)
@@ -175,8 +192,10 @@ def run_cascade(config: TrainConfig, folds: int = 0, resume: bool = False) -> Pa
             slices = slices_of(arrays, held)
             ms[slices] = stage1_maps(run.fold(k).path, arrays, slices, device)[0]
     mode = "out-of-fold" if folds else "in-sample"
-    save_synthetic_maps(run.synthetic_maps, ms, arrays, mode, folds)
-    write_synthetic_maps(run.path, Path(config.data), arrays, ms, config.progress)
+    if main:  # every rank computed the same maps; rank 0 writes them, stage 2 reads them from there
+        save_synthetic_maps(run.synthetic_maps, ms, arrays, mode, folds)
+        write_synthetic_maps(run.path, Path(config.data), arrays, ms, config.progress)
+    barrier()
     s2 = replace(
         base,
         out=str(run.stage2),
@@ -192,5 +211,7 @@ def run_cascade(config: TrainConfig, folds: int = 0, resume: bool = False) -> Pa
         "modalities": list(config.modalities),
         "preset": config.preset,
     }
-    write_json(info, run.cascade)
+    if main:
+        write_json(info, run.cascade)
+    barrier()
     return run.path

@@ -16,7 +16,7 @@ Decisions (and why); each modality's normalisation is set by its row of
   the paper). Metrics are computed after resizing probabilities back to the study's own grid (:func:`to_native`).
 
 Building a split reads every NIfTI once and caches the preprocessed stack as ``.npz`` in
-``ROOT/.cache/``, keyed by the files' sizes and times and the preprocessing settings, so an
+``ROOT/.cache/`` (elsewhere when the dataset is read-only: :func:`stroke_helpers.locations.cache`), keyed by the files' sizes and times and the preprocessing settings, so an
 epoch never touches NIfTI files and a changed file is never served stale.
 """
 
@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from .isles import IslesError, Study, discover_cases, find_case_files, load_study, read_patients
+from . import files, locations
+from .isles import IslesError, Study, check_cases, discover_cases, find_case_files, load_study, read_patients
 from .modalities import MODALITIES, PERFUSION_MAPS, TABLE, canonical_modalities
 
 CACHE_VERSION = 1
@@ -148,28 +151,12 @@ def _cache_key(root: Path, split: str, cases: list[Path], size: int) -> str:
     return h.hexdigest()[:16]
 
 
-def build_slices(
-    root: str | Path,
-    split: str = "TRAINING",
-    size: int = 224,
-    cache_dir: str | Path | None = None,
-    progress: bool = True,
-) -> SliceArrays:
-    """Load, normalise and resize every slice of a split (cached; see the module docstring).
-
-    A study without a mask (``TESTING``) gets an all-zero mask. Bad input raises
-    :class:`~stroke_helpers.isles.IslesError` naming the case and file.
-    """
-    root = Path(root)
-    cases = discover_cases(root, split)
-    if not cases:
-        raise IslesError(f"{root / split}: no case_N folders")
-    cache_dir = Path(cache_dir) if cache_dir is not None else root / ".cache"
-    cache = cache_dir / f"slices_{split}_{size}_{_cache_key(root, split, cases, size)}.npz"
-    if cache.exists():
-        with np.load(cache, allow_pickle=False) as z:
+def _read_cache(path: Path) -> SliceArrays | None:
+    """A cached split, or None (with a warning) when the file is not one: it is made again."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            return SliceArrays(
+            arrays = SliceArrays(
                 torch.from_numpy(z["images"].astype(np.float32)),
                 torch.from_numpy(z["masks"]),
                 torch.from_numpy(z["brains"]),
@@ -180,10 +167,45 @@ def build_slices(
                 [tuple(s) for s in meta["shapes"]],
                 [tuple(s) for s in meta["spacings"]],
             )
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        print(f"warning: {path}: not a readable slice cache ({exc}); preprocessing again", file=sys.stderr)
+        return None
+    if len(arrays.images) != len(arrays.study_index) or len(arrays.studies) != len(arrays.shapes):
+        print(f"warning: {path}: an inconsistent slice cache; preprocessing again", file=sys.stderr)
+        return None
+    return arrays
+
+
+def build_slices(
+    root: str | Path,
+    split: str = "TRAINING",
+    size: int = 224,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> SliceArrays:
+    """Load, normalise and resize every slice of a split (cached; see the module docstring).
+
+    A ``TESTING`` study (no mask of its own) gets an all-zero mask; a ``TRAINING`` study must
+    have its expert mask. Every case is checked first, cached or not, by the check ``verify``
+    makes (:func:`~stroke_helpers.isles.check_cases`), and bad input raises
+    :class:`~stroke_helpers.isles.IslesError` naming the case and file.
+    """
+    root = Path(root)
+    cases = discover_cases(root, split)
+    if not cases:
+        raise IslesError(f"{root / split}: no case_N folders")
+    check_cases(cases, MODALITIES)  # before any work: grids, headers, masks, 4D frames
     patients = read_patients(root)
+    name = f"slices_{split}_{size}_{_cache_key(root, split, cases, size)}.npz"
+    for cached in [Path(cache_dir) / name] if cache_dir is not None else [p / name for p in locations.caches(root)]:
+        if cached.is_file():
+            arrays = _read_cache(cached)
+            if arrays is not None:
+                return arrays
+    cache = locations.cache(root, cache_dir) / name  # DATA/.cache, elsewhere when DATA is read-only
     images, masks, brains, index, zs, names, pats, shapes, spacings = [], [], [], [], [], [], [], [], []
     for i, case in enumerate(tqdm(cases, desc=f"preprocess {split}", disable=not progress)):
-        study = load_study(case, require_mask=False)
+        study = load_study(case)  # a TRAINING case without OT is an error, never all background
         image, mask, brain = preprocess_study(study, size)
         images.append(image)
         masks.append(mask)
@@ -205,19 +227,19 @@ def build_slices(
         shapes,
         spacings,
     )
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
     meta = {"studies": names, "patients": pats, "shapes": shapes, "spacings": spacings}
-    np.savez(
-        tmp,
-        images=arrays.images.numpy().astype(np.float16),
-        masks=arrays.masks.numpy(),
-        brains=arrays.brains.numpy(),
-        study_index=arrays.study_index,
-        z=arrays.z,
-        meta=json.dumps(meta),
-    )
-    tmp.replace(cache)
+    stack = {
+        "images": arrays.images.numpy().astype(np.float16),
+        "masks": arrays.masks.numpy(),
+        "brains": arrays.brains.numpy(),
+        "study_index": arrays.study_index,
+        "z": arrays.z,
+        "meta": json.dumps(meta),
+    }
+    try:  # atomic; without room for it, the arrays are still served (and made again next time)
+        files.save_with(cache, lambda tmp: np.savez(tmp, **stack))
+    except files.WriteError as exc:
+        print(f"warning: slice cache not written: {exc}", file=sys.stderr)
     # serve exactly what a later cached call would (float16 on disk)
     arrays.images = arrays.images.half().float()
     return arrays

@@ -19,17 +19,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tarfile
 import tempfile
 import time
 import zipfile
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 import pooch
 import requests
 from tqdm.auto import tqdm
 
+from . import files
 from .isles import SPLITS, verify_dataset
 
 #: md5 of the official archives (docs/decisions.md §5), by file name.
@@ -103,10 +106,15 @@ class ResumableDownloader:
                     else:
                         bar.reset(total=total or None)
                         bar.update(have)
-                    with open(part, "ab" if have else "wb") as f:
-                        for chunk in r.iter_content(chunk_size=1 << 16):
-                            f.write(chunk)
-                            bar.update(len(chunk))
+                    try:
+                        with open(part, "ab" if have else "wb") as f:
+                            for chunk in r.iter_content(chunk_size=1 << 16):
+                                f.write(chunk)
+                                bar.update(len(chunk))
+                    except OSError as exc:  # a full disk: one line (the .part is kept, to resume)
+                        if isinstance(exc, requests.RequestException):
+                            raise
+                        raise files.describe(exc, part) from None
                     if total and part.stat().st_size < total:
                         raise requests.ConnectionError("connection closed early")
                 break
@@ -276,22 +284,48 @@ def install_archive(
     """
     archive, out = Path(archive), Path(out)
     check_md5(archive, md5)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".extract-", dir=out) as tmp:
-        safe_extract(archive, tmp)
-        splits = _find_splits(Path(tmp))
-        if not splits:
-            raise DownloadError(f"{archive}: no TRAINING/ or TESTING/ folder inside; not an ISLES 2018 archive")
-        _, problems = verify_dataset(next(iter(splits.values())).parent, splits=tuple(splits))
-        if problems:
-            raise DownloadError(f"{archive}: the extracted data has problems:\n  " + "\n  ".join(problems))
-        existing = [s for s in splits if (out / s).exists()]
-        if existing and not force:
-            raise DownloadError(f"{out}: {', '.join(existing)} already exists; pass --force to replace it")
-        for split, src in splits.items():
-            if (out / split).exists():
-                shutil.rmtree(out / split)
-            os.replace(src, out / split)
+    with files.lock(out, f"install {archive.name} into {out}"):
+        for split in SPLITS:  # what a killed install left: its extraction and half-swapped splits
+            files.recover(out / split)
+        for stale in out.glob(f"{EXTRACT_PREFIX}*") if out.is_dir() else ():
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=EXTRACT_PREFIX, dir=out) as tmp:
+                return _install_splits(archive, out, Path(tmp), force)
+        except OSError as exc:
+            raise files.describe(exc, getattr(exc, "filename", None) or out) from None
+
+
+#: The temporary folder an archive is extracted into, inside the dataset folder.
+EXTRACT_PREFIX = ".extract-"
+
+
+def _foreign(split_dir: Path) -> list[str]:
+    """What in an installed split folder is not a ``case_N`` folder (someone else's files)."""
+    return sorted(p.name for p in split_dir.iterdir() if not (p.is_dir() and re.fullmatch(r"case_\d+", p.name)))
+
+
+def _install_splits(archive: Path, out: Path, tmp: Path, force: bool) -> list[str]:
+    safe_extract(archive, tmp)
+    splits = _find_splits(tmp)
+    if not splits:
+        raise DownloadError(f"{archive}: no TRAINING/ or TESTING/ folder inside; not an ISLES 2018 archive")
+    _, problems = verify_dataset(next(iter(splits.values())).parent, splits=tuple(splits))
+    if problems:
+        raise DownloadError(f"{archive}: the extracted data has problems:\n  " + "\n  ".join(problems))
+    existing = [s for s in splits if (out / s).exists()]
+    if existing and not force:
+        raise DownloadError(f"{out}: {', '.join(existing)} already exists; pass --force to replace it")
+    for split in existing:  # --force replaces installed splits only: case_N folders and nothing else
+        foreign = _foreign(out / split) if (out / split).is_dir() else [f"{split} (a file)"]
+        if foreign:
+            raise DownloadError(
+                f"{out / split}: not an installed split (it holds {', '.join(foreign[:5])}); --force replaces "
+                "only case_N folders: move these away or choose another --out"
+            )
+    for split, src in splits.items():
+        files.swap_in(src, out / split)
     return sorted(splits)
 
 
@@ -331,9 +365,10 @@ ATLAS_CREDIT = (
 )
 
 
-def _install_files(files: dict[str, Path], out: Path) -> Path:
-    """Check every file's md5 first, then copy them all into ``out`` (nothing on any mismatch)."""
-    for name, path in files.items():
+def _install_files(sources: dict[str, Path], out: Path) -> Path:
+    """Check every file's md5 first, then copy them all into ``out`` (nothing on any mismatch),
+    each atomically."""
+    for name, path in sources.items():
         if not path.is_file():
             raise DownloadError(f"{path}: missing; nothing installed")
         actual = md5sum(path)
@@ -341,11 +376,8 @@ def _install_files(files: dict[str, Path], out: Path) -> Path:
             raise DownloadError(
                 f"{path}: checksum mismatch (md5 {actual}, expected {ATLAS_MD5[name]}); nothing installed"
             )
-    out.mkdir(parents=True, exist_ok=True)
-    for name, path in files.items():
-        tmp = out / f".{name}.tmp"
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, out / name)
+    for name, path in sources.items():
+        files.save_with(out / name, partial(shutil.copyfile, path))
     return out
 
 
@@ -362,5 +394,5 @@ def fetch_arterial_atlas(
         return _install_files({n: Path(source) / n for n in ATLAS_MD5}, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        files = {n: download(base_url + n, m, tmp, progressbar=progressbar) for n, m in ATLAS_MD5.items()}
-        return _install_files(files, out)
+        fetched = {n: download(base_url + n, m, tmp, progressbar=progressbar) for n, m in ATLAS_MD5.items()}
+        return _install_files(fetched, out)

@@ -10,14 +10,16 @@ rerun only does what is missing, and an interrupted one resumes.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cascade import run_cascade
+from .engine import barrier, is_main_process, resolve_device, setup_distributed
 from .inference import evaluate
+from .isles import read_patients
 from .modalities import ALL
 from .presets import Preset, get_preset
-from .runs import ResultsFolder, RunFolder, TrainConfig, is_finished, metrics_path
+from .runs import ResultsFolder, RunFolder, TrainConfig, is_finished, metrics_path, read_split
 from .train import train
 from .truth import has_test_truth
 
@@ -61,9 +63,15 @@ class Grid:
     progress: bool = True
     seeds: int | None = None  # None: the preset's
     precision: str = "auto"  # fp32 measures what a CPU without bf16 units runs
+    options: dict = field(default_factory=dict)  # more TrainConfig fields for every run (keep_last, compile ...)
 
     def __post_init__(self):
         self.preset = get_preset(self.preset) if isinstance(self.preset, str) else self.preset
+
+    def _join(self) -> None:
+        """Under torchrun, join the process group before anything else: every rank trains each
+        run, rank 0 alone writes (copies, scores) while the others wait at a barrier."""
+        setup_distributed(resolve_device(self.options.get("device", "auto")))
 
     @property
     def all_seeds(self) -> list[int]:
@@ -83,6 +91,7 @@ class Grid:
             seed=seed,
             precision=self.precision,
             progress=self.progress,
+            **self.options,
         )
 
     def runs(self):
@@ -92,31 +101,51 @@ class Grid:
                     yield row, mods
 
     def evaluate(self, run: Path) -> None:
-        """``metrics.json`` (validation) and, when the data allows, ``metrics_test.json``."""
-        if not metrics_path(run).exists():
-            evaluate(run, progress=self.progress)
-        if has_test_truth(self.data) and not metrics_path(run, "test").exists():
-            evaluate(run, split="test", progress=self.progress)
+        """``metrics.json`` (validation) and, when the data allows, ``metrics_test.json`` (rank 0
+        only under torchrun; the others wait)."""
+        if is_main_process():
+            device = self.options.get("device", "auto")
+            if not metrics_path(run).exists():
+                evaluate(run, device=device, progress=self.progress)
+            if has_test_truth(self.data) and not metrics_path(run, "test").exists():
+                evaluate(run, split="test", device=device, progress=self.progress)
+        barrier()
 
     def run(self, row: str, modalities: str, seed: int | None = None) -> Path:
         """Train (or finish) and evaluate one run unless it has been evaluated; its folder."""
+        self._join()
         cfg = self.config(row, modalities, seed=seed)
         if not is_finished(cfg.out, cfg.n_epochs):
-            train(cfg, resume=RunFolder(cfg.out).last.exists())
+            train(cfg, resume=RunFolder(cfg.out).config.exists())  # a killed run: its settings, perhaps last.pt
         self.evaluate(Path(cfg.out))
         return Path(cfg.out)
 
     def cascade(self, folder: str, seed: int | None = None) -> Path:
         """One of :data:`CASCADES`; stage 1 is exactly the MR+ATT All run of that seed, so it is reused."""
+        self._join()
         seed = self.seed if seed is None else seed
         run, folds = ResultsFolder(self.results).run(seed_folder(folder, seed, self.seed)), CASCADES[folder]
         if not run.is_cascade:
             source = RunFolder(self.run("MR+ATT", TABLE2[-1], seed))
-            if not run.stage1.path.exists():
+            if not run.stage1.path.exists() and is_main_process():
                 source.copy(run.stage1)  # without its scores: the cascade is scored as a whole
+            barrier()
+            folds = self.fold_count(folds, source)
             run_cascade(self.config("MR+ATT", TABLE2[-1], folder=run.path, seed=seed), folds=folds, resume=True)
         self.evaluate(run.path)
         return run.path
+
+    def fold_count(self, folds: int, stage1: RunFolder) -> int:
+        """``folds``, or fewer (said in a line) when stage 1's training split has fewer patients:
+        a fold must hold out at least one patient (small datasets, e.g. the tests' phantom)."""
+        if not folds:
+            return folds
+        patients = read_patients(self.data)
+        train = read_split(stage1.path)["train"]
+        groups = len({patients.get(name) or name for name in train})
+        if groups < folds:
+            print(f"{folds} folds need {folds} training patients; this split has {groups}: using {groups} folds")
+        return min(folds, groups)
 
     def todo(self) -> list[tuple[str, tuple]]:
         """Every step of the grid in order: ``("run", (row, modalities, seed))`` or ``("cascade", (folder, seed))``."""

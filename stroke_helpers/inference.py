@@ -12,29 +12,32 @@ against its own ``OT`` file (:mod:`stroke_helpers.metrics`).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import files
 from .cascade import normalise_ms, synthetic_map
 from .datasets import build_slices, preprocess_study, to_native
-from .engine import autocast_dtype, predict_logits, resolve_device
-from .isles import load_study, write_like
+from .engine import autocast_dtype, is_main_process, predict_logits, resolve_device
+from .isles import IslesError, find_case_files, load_study, write_like
 from .metrics import METRICS, study_metrics, summarise
 from .runs import (
     RunError,
     RunFolder,
     in_shipped_checkpoint,
+    load_config,
     load_model,
     metrics_path,
-    read_json,
+    read_cascade,
     read_split,
     study_indices,
     write_json,
 )
-from .truth import load_study_truth
+from .truth import has_test_truth, load_study_truth
 
 THRESHOLD = 0.5
 
@@ -48,7 +51,7 @@ class Predictor:
             raise RunError(f"{run_dir}: no such run folder")
         self.device = resolve_device(device)
         run = RunFolder(self.run_dir)
-        self.cascade = read_json(run.cascade, "cascade description") if run.is_cascade else None
+        self.cascade = read_cascade(run.path) if run.is_cascade else None
         if self.cascade:
             self.stage1, _ = load_model(run.stage1, device=self.device)
             self.model, self.config = load_model(run.stage2, device=self.device)
@@ -92,6 +95,8 @@ def evaluate(
         raise ValueError(f"split must be val, train or test, not {split!r}")
     if write and in_shipped_checkpoint(run_dir):
         raise RunError(f"{run_dir}: part of the shipped checkpoint, which is never rewritten (its scores are in it)")
+    if split == "test":
+        require_test_truth(run_dir, data)
     predictor = Predictor(run_dir, device)
     data = Path(data or predictor.config.data)
     arrays = build_slices(data, "TESTING" if split == "test" else "TRAINING", predictor.size, progress=progress)
@@ -112,9 +117,25 @@ def evaluate(
         "studies": rows,
         "summary": summarise(rows),
     }
-    if write:
-        write_json(result, metrics_path(run_dir, split))
+    if write and is_main_process():  # one writer per run folder (rank 0 under torchrun), not while a run trains
+        with files.lock(run_dir, f"evaluate --run {run_dir}"):
+            write_json(result, metrics_path(run_dir, split))
     return result
+
+
+def require_test_truth(run_dir: str | Path, data: str | Path | None = None) -> None:
+    """Refuse, before any work, to score the TESTING split of data without its masks (``data``,
+    or the dataset the run was trained on)."""
+    run = RunFolder(run_dir)
+    stage = run.stage2 if run.is_cascade else run
+    if data is None and not stage.config.exists():
+        return  # not a run folder: Predictor says so
+    data = Path(data) if data is not None else Path(load_config(stage).data)
+    if not has_test_truth(data):
+        raise IslesError(
+            f"{data}: cannot score split test: no truth/TESTING folder with the TESTING masks "
+            "(real ISLES 2018 keeps them private; only the synthetic dataset has them); score val or train"
+        )
 
 
 def format_metrics(result: dict) -> str:
@@ -137,6 +158,26 @@ def nifti_path(path: str | Path) -> Path:
     return path if path.name.lower().endswith((".nii", ".nii.gz")) else path.with_name(path.name + ".nii.gz")
 
 
+def require_case_folder(study_dir: str | Path) -> Path:
+    """``study_dir`` when it is one case folder (NIfTI files of the modality table inside);
+    a file, a split or a dataset folder is refused in one line."""
+    path = Path(study_dir)
+    if not path.is_dir():
+        raise IslesError(f"{path}: not a case folder ({'no such folder' if not path.exists() else 'a file'})")
+    nested = [
+        p.relative_to(path)
+        for p in sorted((*path.glob("*"), *path.glob("*/*")), key=lambda p: (len(p.parts), str(p)))
+        if p.is_dir() and (p.name in ("TRAINING", "TESTING") or re.match(r"^case_\d+$", p.name))
+    ]
+    if nested:
+        raise IslesError(
+            f"{path}: not a case folder: it holds {nested[0]} (a dataset or a split); pass one case_N folder"
+        )
+    if not find_case_files(path):
+        raise IslesError(f"{path}: not a case folder (no NIfTI file of any ISLES modality in it)")
+    return path
+
+
 def predict_study(
     run_dir: str | Path,
     study_dir: str | Path,
@@ -148,10 +189,9 @@ def predict_study(
     """Segment one study folder; writes a mask (uint8) or probabilities (float32) NIfTI with
     the study's own header and geometry, to ``out`` (``.nii.gz`` appended when it has neither
     ``.nii`` nor ``.nii.gz``); returns the path written."""
-    out = nifti_path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; remove it or choose another --out")
+    out = files.check_output(nifti_path(files.check_output(out, force=True)), overwrite)
     predictor = Predictor(run_dir, device)
+    require_case_folder(study_dir)
     study = load_study(study_dir, require_mask=False)
     images, _, _ = preprocess_study(study, predictor.size)
     probs = to_native(predictor(images), study.shape)

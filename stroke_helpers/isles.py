@@ -20,6 +20,12 @@ sform, so the affine says nothing about spacing).
 NaN / Inf policy: a volume with non-finite voxels is refused with an error naming the file and
 the count (``nan_policy="raise"``, the default), or the voxels are set to 0 with a warning
 (``nan_policy="zero"``). Real ISLES 2018 volumes have none, so a NaN means a damaged file.
+
+Nothing silent: before a study is used, :func:`check_study` (shared by :func:`load_study`,
+:func:`verify_dataset`, training, evaluation and the baseline) refuses, one line per problem
+naming the case and the file, a missing input or ``TRAINING`` mask, a voxel size outside
+0.1-20 mm, a NaN / degenerate affine, files of one study on different grids (shape, voxel size,
+orientation where both headers carry one), and a 4D series with NaN frames.
 """
 
 from __future__ import annotations
@@ -35,7 +41,15 @@ import nibabel as nib
 import numpy as np
 
 # what each modality is lives in .modalities; MODALITIES and channel_indices are re-exported for older callers
-from .modalities import MODALITIES, canonical_modalities, channel_indices, from_token, modality  # noqa: F401
+from . import files
+from .modalities import (  # noqa: F401
+    MODALITIES,
+    canonical_modalities,
+    channel_indices,
+    file_modalities,
+    from_token,
+    modality,
+)
 
 SPLITS = ("TRAINING", "TESTING")
 #: A ``patients.csv`` (columns ``split,case,patient``) at the dataset root maps cases to patients.
@@ -124,8 +138,25 @@ def read_patients(root: str | Path) -> dict[str, str]:
     path = Path(root) / PATIENTS_FILE
     if not path.exists():
         return {}
-    with path.open(newline="") as f:
-        return {f"{r['split']}/{r['case']}": r["patient"] for r in csv.DictReader(f)}
+    expected = ("split", "case", "patient")
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            if not set(expected) <= set(columns):
+                found = ",".join(columns) if columns else "none (an empty file)"
+                raise IslesError(f"{path}: columns {found}; expected {','.join(expected)}")
+            reader.fieldnames = columns
+            patients = {}
+            for r in reader:
+                values = [(r.get(c) or "").strip() for c in expected]
+                if not all(values):
+                    empty = ", ".join(c for c, v in zip(expected, values) if not v)
+                    raise IslesError(f"{path}: line {reader.line_num} has no {empty}; expected {','.join(expected)}")
+                patients[f"{values[0]}/{values[1]}"] = values[2]
+            return patients
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise IslesError(f"{path}: not a CSV file with columns {','.join(expected)} ({exc})") from None
 
 
 @dataclass
@@ -211,6 +242,180 @@ def check_frames(case: str, filename: str, frames: int) -> None:
         raise IslesError(f"{case}: {filename} has {frames} frames; at least {MIN_FRAMES} are needed to deconvolve")
 
 
+# --- checking a study before it is used ------------------------------------------------------
+
+#: Plausible voxel sizes (mm); anything outside is a damaged header (ISLES 2018: 0.98 x 0.98 x 5).
+VOXEL_MM = (0.1, 20.0)
+#: Two files of one study are on one grid when their voxel sizes agree to this relative
+#: tolerance and their affines (where both carry one) to this many mm.
+SPACING_RTOL, AFFINE_ATOL_MM = 1e-3, 0.01
+
+
+def _mm(zooms) -> str:
+    return " x ".join(f"{float(z):.4g}" for z in zooms) + " mm"
+
+
+def _has_orientation(header) -> bool:
+    """Whether a header says where its voxels are (a sform or qform code); without either,
+    nibabel's affine is only a default built from the voxel size."""
+    return int(header["sform_code"]) > 0 or int(header["qform_code"]) > 0
+
+
+def _header_problem(name: str, path: Path, img) -> str | None:
+    """The first impossible thing in one file's header, or None."""
+    hdr = img.header
+    zooms = np.asarray(hdr.get_zooms()[:3], dtype=float)
+    if len(zooms) < 3 or not np.isfinite(zooms).all() or zooms.min() < VOXEL_MM[0] or zooms.max() > VOXEL_MM[1]:
+        return (
+            f"{name}: {path.name} has voxel size {_mm(zooms)}, outside the plausible "
+            f"{VOXEL_MM[0]:g}-{VOXEL_MM[1]:g} mm (a damaged header)"
+        )
+    geometry = [hdr[k] for k in ("srow_x", "srow_y", "srow_z", "quatern_b", "quatern_c", "quatern_d")]
+    geometry += [hdr[k] for k in ("qoffset_x", "qoffset_y", "qoffset_z")]
+    affine = np.asarray(img.affine, dtype=float)
+    if not all(np.isfinite(g).all() for g in geometry) or not np.isfinite(affine).all():
+        return f"{name}: {path.name} has a non-finite (NaN or Inf) sform, qform or affine in its header"
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-6:
+        return f"{name}: {path.name} has a degenerate affine (its voxel axes span no volume)"
+    return None
+
+
+def _shape_problem(name: str, path: Path, kind: str, shape: tuple[int, ...]) -> str | None:
+    if kind == "series":
+        if len(shape) == 4 or (len(shape) == 5 and shape[3] == 1):
+            return None
+        return f"{name}: {path.name} has shape {shape}, expected (X, Y, Z, time)"
+    if len(shape) < 3 or any(s != 1 for s in shape[3:]):
+        return f"{name}: {path.name} has shape {shape}, expected a 3D volume"
+    return None
+
+
+def _nonfinite_frames(name: str, path: Path, img) -> str | None:
+    """NaN / Inf in the 4D series, by frame (only a floating-point series can hold them)."""
+    if np.dtype(img.dataobj.dtype).kind != "f":
+        return None
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # nibabel raises many types for damaged files
+        return f"{name}: cannot read {path.name}: unreadable or truncated file ({exc})"
+    data = data.reshape(*data.shape[:3], -1)
+    bad = ~np.isfinite(data)
+    frames = np.flatnonzero(bad.any(axis=(0, 1, 2)))
+    if not len(frames):
+        return None
+    listed = ", ".join(str(int(t)) for t in frames[:5]) + (" ..." if len(frames) > 5 else "")
+    return (
+        f"{name}: {path.name} has {int(bad.sum())} NaN/Inf voxels in {len(frames)} of its "
+        f"{data.shape[-1]} frames (frame {listed})"
+    )
+
+
+def check_study(
+    case_dir: str | Path,
+    modalities: tuple[str, ...] = MODALITIES,
+    require_mask: bool | None = None,
+    nan_policy: str = "raise",
+) -> list[str]:
+    """Every problem of one case folder, one line each naming the case and the file; ``[]``
+    when it is fit to load.
+
+    The one check :func:`load_study`, :func:`verify_dataset`, training
+    (:func:`~stroke_helpers.datasets.build_slices`), evaluation and the baseline share, made on
+    the files used together (the ``modalities`` asked for, ``OT`` and the 4D series) before any
+    voxel is used: each ``modalities`` file present (and
+    ``OT`` when ``require_mask``, by default in ``TRAINING``); each header readable, with a
+    plausible voxel size (:data:`VOXEL_MM`) and a finite, non-degenerate affine; every file on
+    one grid (shape, voxel size from ``header.get_zooms()`` and, where both headers carry a
+    sform or qform, the affine: real ISLES 2018 headers carry an identity sform, which agrees);
+    the 4D series, unless ``nan_policy="zero"``, finite in every frame (whether it has enough
+    frames to deconvolve is a limit of its use: :attr:`Study.pwi` and ``verify`` say so).
+    Non-finite voxels of the 3D volumes and mask values are checked as they are read.
+    """
+    case_dir = Path(case_dir)
+    name = f"{case_dir.parent.name}/{case_dir.name}"
+    modalities = canonical_modalities(modalities, allow_empty=True)
+    if not case_dir.is_dir():
+        return [f"{name}: case folder {case_dir} does not exist"]
+    try:
+        files = find_case_files(case_dir)
+    except IslesError as exc:
+        return [str(exc)]
+    if require_mask is None:
+        require_mask = case_dir.parent.name == "TRAINING"
+    problems = []
+    missing = [m for m in (*modalities, *(["OT"] if require_mask else [])) if m not in files]
+    strays = not_nifti(case_dir)
+    for m in missing:
+        if m in strays:
+            problems.append(f"{name}: {strays[m].name} is not a NIfTI file (.nii or .nii.gz), so {m} is missing")
+    missing = [m for m in missing if m not in strays]
+    if missing:
+        why = "; a TRAINING case needs its expert mask" if "OT" in missing and require_mask else ""
+        problems.append(f"{name}: missing modality {', '.join(missing)} in {case_dir}{why}")
+    reference = None  # (modality, path, shape, zooms, header, affine) of the first sound file
+    # the files used together: the inputs asked for, the mask and the 4D series (the maps come
+    # from it); another row of the table (a CTA, say) may have a grid of its own
+    used = [m for m in file_modalities() if m in files and (m in modalities or modality(m).kind in ("mask", "series"))]
+    for m in used:  # in table order: the CT, when asked for, is the reference
+        path = files[m]
+        try:
+            img = nib.load(path)
+            shape = tuple(int(s) for s in img.shape)
+        except Exception as exc:  # nibabel raises many types for damaged files
+            problems.append(f"{name}: cannot read {path.name}: unreadable or truncated file ({exc})")
+            continue
+        problem = _shape_problem(name, path, modality(m).kind, shape) or _header_problem(name, path, img)
+        if problem is None and modality(m).kind == "series" and nan_policy != "zero":
+            problem = _nonfinite_frames(name, path, img)
+        if problem is not None:
+            problems.append(problem)
+            continue
+        zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+        here = (m, path, shape[:3], zooms, img.header, np.asarray(img.affine, dtype=float))
+        if reference is None:
+            reference = here
+            continue
+        kinds, mine, theirs = [], [], []
+        if here[2] != reference[2]:
+            kinds.append("shape")
+            mine.append(str(here[2]))
+            theirs.append(str(reference[2]))
+        if not np.allclose(zooms, reference[3], rtol=SPACING_RTOL, atol=0):
+            kinds.append("voxel size")
+            mine.append(_mm(zooms))
+            theirs.append(_mm(reference[3]))
+        if (
+            _has_orientation(img.header)
+            and _has_orientation(reference[4])
+            and not np.allclose(here[5], reference[5], rtol=0, atol=AFFINE_ATOL_MM)
+        ):
+            kinds.append("orientation")
+            codes = "".join(nib.aff2axcodes(here[5])), "".join(nib.aff2axcodes(reference[5]))
+            if codes[0] != codes[1]:
+                mine.append(f"oriented {codes[0]}")
+                theirs.append(f"oriented {codes[1]}")
+            else:  # same axes, another rotation or origin
+                mine.append(f"placed by the affine {np.round(here[5][:3], 3).tolist()}")
+                theirs.append(f"placed by {np.round(reference[5][:3], 3).tolist()}")
+        if kinds:
+            problems.append(
+                f"{name}: {' and '.join(kinds)} mismatch: {path.name} is {', '.join(mine)} "
+                f"but {reference[0]} is {', '.join(theirs)}"
+            )
+    return problems
+
+
+def check_cases(cases: list[Path], modalities: tuple[str, ...] = MODALITIES, require_mask: bool | None = None) -> None:
+    """:func:`check_study` on every case before any is used; the first problem raises
+    :class:`IslesError` in one line, which says how many more there are."""
+    problems = [p for case in cases for p in check_study(case, modalities, require_mask)]
+    if problems:
+        more = len(problems) - 1
+        root = Path(cases[0]).parent.parent
+        hint = f" (and {more} more; `python data_download.py verify {root}` lists them)" if more else ""
+        raise IslesError(problems[0] + hint)
+
+
 def _read(path: Path, case: str, nan_policy: str, notes: list[str]) -> tuple[np.ndarray, nib.Nifti1Image]:
     try:
         img = nib.load(path)
@@ -246,56 +451,39 @@ def load_study(
         each must be present.
     require_mask : whether ``OT`` must exist; by default it must in ``TRAINING`` cases.
     nan_policy : ``"raise"`` (default) or ``"zero"``, see the module docstring.
+
+    The case is first checked by :func:`check_study` (files present, plausible headers, every
+    file on one grid); its first problem raises :class:`IslesError` in one line.
     """
     case_dir = Path(case_dir)
     name = f"{case_dir.parent.name}/{case_dir.name}"
     modalities = canonical_modalities(modalities, allow_empty=True)
-    if not case_dir.is_dir():
-        raise IslesError(f"{name}: case folder {case_dir} does not exist")
+    problems = check_study(case_dir, modalities, require_mask, nan_policy)
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s) in this case)" if len(problems) > 1 else ""
+        raise IslesError(problems[0] + more)
     files = find_case_files(case_dir)
-    if require_mask is None:
-        require_mask = case_dir.parent.name == "TRAINING"
-    missing = [m for m in (*modalities, *(["OT"] if require_mask else [])) if m not in files]
-    strays = not_nifti(case_dir)
-    for m in missing:
-        if m in strays:
-            raise IslesError(f"{name}: {strays[m].name} is not a NIfTI file (.nii or .nii.gz), so {m} is missing")
-    if missing:
-        raise IslesError(f"{name}: missing modality {', '.join(missing)} in {case_dir}")
 
     notes: list[str] = []
-    images, reference = {}, None
+    images = {}
     for m in modalities:
-        data, img = _read(files[m], name, nan_policy, notes)
-        if data.ndim == 4 and data.shape[3] == 1:
-            data = data[..., 0]
-        if data.ndim != 3:
-            raise IslesError(f"{name}: {files[m].name} has shape {data.shape}, expected a 3D volume")
-        if reference is None:
-            reference = (m, data.shape, img.header)
-        elif data.shape != reference[1]:
-            raise IslesError(
-                f"{name}: shape mismatch: {files[m].name} is {data.shape} but {reference[0]} is {reference[1]}"
-            )
-        images[m] = data
+        data, _ = _read(files[m], name, nan_policy, notes)
+        images[m] = data.reshape(data.shape[:3])  # (X, Y, Z, 1) -> (X, Y, Z); check_study checked the shapes
     mask = None
     if "OT" in files:
         mask, _ = _read(files["OT"], name, nan_policy, notes)
-        mask = np.squeeze(mask) if mask.ndim > 3 else mask
-        if reference is not None and mask.shape != reference[1]:
-            raise IslesError(
-                f"{name}: shape mismatch: {files['OT'].name} is {mask.shape} but {reference[0]} is {reference[1]}"
-            )
+        mask = mask.reshape(mask.shape[:3])
         values = np.unique(mask)
         if not np.isin(values, (0, 1)).all():
             raise IslesError(
                 f"{name}: {files['OT'].name} has values {values[~np.isin(values, (0, 1))][:5].tolist()} outside {{0, 1}}"
             )
         mask = mask.astype(np.uint8)
-    header = reference[2] if reference else nib.load(files["OT"]).header
-    spacing = tuple(float(z) for z in header.get_zooms()[:3])
-    if not all(np.isfinite(spacing)) or min(spacing) <= 0:
-        raise IslesError(f"{name}: invalid voxel spacing {spacing} in the header of {reference[0]}")
+    first = next((m for m in (*modalities, "OT", *file_modalities()) if m in files), None)
+    if first is None:
+        raise IslesError(f"{name}: no NIfTI file of any modality in {case_dir}")
+    header = nib.load(files[first]).header
+    spacing = tuple(float(z) for z in header.get_zooms()[:3])  # plausible: check_study checked every header
     return Study(name, case_dir, files, images, mask, spacing, header, patient, nan_policy, notes)
 
 
@@ -338,8 +526,9 @@ def write_volume(path: str | Path, array: np.ndarray, dtype, spacing, time_step:
     img.set_sform(np.eye(4), code=2)
     img.set_qform(None, code=0)
     img.header["pixdim"][0] = -1.0
-    nib.save(img, path)
-    return path
+    # atomic, and one line on a full disk; not flushed one by one: a dataset is built whole in a
+    # folder that is moved into place at the end (stroke_helpers.phantom.dataset)
+    return files.save_with(path, lambda tmp: nib.save(img, tmp), durable=False)
 
 
 def write_case(
@@ -380,8 +569,8 @@ def write_like(study: Study, array: np.ndarray, path: str | Path, dtype=np.uint8
     hdr.set_data_dtype(dtype)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(np.asarray(array).astype(dtype), None, header=hdr), path)
-    return path
+    img = nib.Nifti1Image(np.asarray(array).astype(dtype), None, header=hdr)
+    return files.save_with(path, lambda tmp: nib.save(img, tmp))  # atomic, one line on a full disk
 
 
 # --- verification --------------------------------------------------------------------------
@@ -403,7 +592,9 @@ def verify_dataset(root: str | Path, splits=SPLITS) -> tuple[list[SplitSummary],
     """Load every case of every split present; return summaries and a list of every problem.
 
     A split folder that is absent is skipped (``TESTING`` is optional); no split at all is a
-    problem. Each problem names the case and file.
+    problem. Each problem is one line naming the case and file: those of :func:`check_study`
+    (the check training and evaluation make), then those found reading the voxels, an empty
+    mask, and a ``patients.csv`` without the columns ``split,case,patient``.
     """
     root = Path(root)
     summaries, problems = [], []
@@ -412,6 +603,10 @@ def verify_dataset(root: str | Path, splits=SPLITS) -> tuple[list[SplitSummary],
     present = [s for s in splits if (root / s).is_dir()]
     if not present:
         return [], [f"{root}: neither {' nor '.join(splits)} folder found"]
+    try:
+        read_patients(root)
+    except IslesError as exc:
+        problems.append(str(exc))
     for split in present:
         summary = SplitSummary(split)
         cases = discover_cases(root, split)
@@ -424,19 +619,19 @@ def verify_dataset(root: str | Path, splits=SPLITS) -> tuple[list[SplitSummary],
             summary.cases += 1
             try:
                 files = find_case_files(case)
-                for token in files:
-                    summary.modalities[token] = summary.modalities.get(token, 0) + 1
-                study = load_study(case)
-                if "4DPWI" in files:
-                    try:
-                        shape = nib.load(files["4DPWI"]).shape
-                    except Exception as exc:  # nibabel raises many types for damaged files
-                        raise IslesError(f"{study.name}: cannot read {files['4DPWI'].name} ({exc})") from None
-                    if tuple(shape[:3]) != study.shape:
-                        raise IslesError(
-                            f"{study.name}: {files['4DPWI'].name} has shape {shape}, expected {study.shape} + (time,)"
-                        )
-                    check_frames(study.name, files["4DPWI"].name, shape[-1])
+            except IslesError as exc:
+                problems.append(str(exc))
+                continue
+            for token in files:
+                summary.modalities[token] = summary.modalities.get(token, 0) + 1
+            found = check_study(case)  # the check training and evaluation make, every problem listed
+            if found:
+                problems += found
+                continue
+            try:
+                study = load_study(case)  # then the voxels: NaN / Inf, mask values
+                if "4DPWI" in files:  # too short to deconvolve: a limit of its use, not damage
+                    check_frames(study.name, files["4DPWI"].name, nib.load(files["4DPWI"]).shape[-1])
             except IslesError as exc:
                 problems.append(str(exc))
                 continue

@@ -9,8 +9,13 @@ an argument, then an environment variable, then a default::
     results folder    argument  $STROKE_RESULTS      WORK/results/<preset>
     a reference CT    argument  $STROKE_REAL_CT      DATA/reference/real_ct.nii(.gz)
     the CT template   argument  $STROKE_CT_TEMPLATE  DATA/reference/scct_stripped_hu.nii.gz
+    a slice cache     argument  $STROKE_CACHE_DIR    DATASET/.cache, else (read-only data) CACHE/<name>-<hash>
     notebooks         -         -                    CHECKOUT/notebooks
     shipped checkpoint -        -                    CHECKOUT/checkpoints/cpu
+
+``CACHE`` is ``$STROKE_CACHE_DIR`` when set, else the platform's cache folder
+(``$XDG_CACHE_HOME`` or ``~/.cache``, ``/stroke_helpers``): a dataset in a read-only folder (a
+class's shared copy) is used as it is, its slice cache written there instead.
 
 ``WORK`` is the working directory, or its parent when that is ``notebooks/`` (where Jupyter
 starts a chapter), so a notebook and the command line find the same ``data/`` and ``results/``.
@@ -21,6 +26,7 @@ runs from an installed wheel. Package code never reads anything beside the check
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -31,6 +37,9 @@ RESULTS_ENV = "STROKE_RESULTS"
 PRESET_ENV = "STROKE_PRESET"  # the chapters' preset (CI runs the committed notebooks with smoke)
 REAL_CT_ENV = "STROKE_REAL_CT"
 CT_TEMPLATE_ENV = "STROKE_CT_TEMPLATE"
+CACHE_ENV = "STROKE_CACHE_DIR"
+#: The slice cache's folder inside a dataset (:func:`cache`).
+CACHE_NAME = ".cache"
 #: What ``explore`` hands to the app's kernel: the data folder and the run it shows.
 EXPLORE_DATA_ENV, EXPLORE_RUN_ENV = "STROKE_EXPLORE_DATA", "STROKE_EXPLORE_RUN"
 
@@ -117,6 +126,36 @@ def results_given(path: str | os.PathLike | None = None) -> bool:
 def chapter_preset(preset: str) -> str:
     """The chapters' preset: ``$STROKE_PRESET`` when set, else the notebook's parameter."""
     return os.environ.get(PRESET_ENV) or preset
+
+
+def writable(path: str | os.PathLike) -> bool:
+    """Whether files can be made in the folder ``path`` (or in the folder that would hold it)."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
+
+
+def cache(data: str | os.PathLike, path: str | os.PathLike | None = None) -> Path:
+    """Where the slice cache of the dataset ``data`` is written: ``path``, else
+    ``DATA/.cache`` when it can be written, else ``$STROKE_CACHE_DIR/<name>-<hash>``, else
+    ``~/.cache/stroke_helpers/<name>-<hash>`` (``$XDG_CACHE_HOME`` when set), the hash that of
+    the dataset's absolute path, so two read-only datasets never share a cache."""
+    if _given(path) is not None:
+        return _given(path)
+    data = Path(data)
+    own = data / CACHE_NAME
+    if writable(own):
+        return own
+    base = _from_env(CACHE_ENV) or (_from_env("XDG_CACHE_HOME") or Path.home() / ".cache") / "stroke_helpers"
+    digest = hashlib.sha1(str(data.resolve()).encode()).hexdigest()[:12]
+    return base / f"{data.resolve().name}-{digest}"
+
+
+def caches(data: str | os.PathLike) -> list[Path]:
+    """Where a slice cache of ``data`` may already be, in order: the dataset's own ``.cache``
+    (made by whoever could write it), then :func:`cache`."""
+    return list(dict.fromkeys([Path(data) / CACHE_NAME, cache(data)]))
 
 
 def reference_ct(path: str | os.PathLike | None = None) -> Path | None:

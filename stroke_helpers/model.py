@@ -6,7 +6,7 @@ Hold this beside §2 of the paper (and ``docs/decisions.md`` §1, which turns it
   ``w1 .. w6`` (paper: 32 .. 1024), 2x2 max-pooling between levels: 224 px -> 7 px at level 6,
   the bottleneck.
 - **Decoder**: levels 5 .. 1. Each upsamples the features below it x2 by **bilinear
-  interpolation**, gates the encoder's skip features with :class:`AdditiveCrossAttention`, and
+  interpolation** (:func:`upsample`), gates the encoder's skip features with :class:`AdditiveCrossAttention`, and
   runs a conv block on ``concat[refined skip, upsampled features]``.
 - **Multilevel refinement (MR)**: a 1x1-conv head on the bottleneck and on every decoder level:
   6 logit maps, each interpolated bilinearly to the input size. The paper interpolates first
@@ -38,6 +38,34 @@ from torch import nn
 
 PAPER_WIDTHS = (32, 64, 128, 256, 512, 1024)
 LESION_PRIOR = 0.01  # the heads' initial sigmoid output
+
+
+def _linear_weights(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor:
+    """``(n_in, n_out)``: column ``j`` holds the weights of the inputs of output ``j`` of 1D
+    linear interpolation (``align_corners=False``), exactly as ``F.interpolate`` weighs them."""
+    eye = torch.eye(n_in, device=like.device, dtype=torch.float32)[None]
+    return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[0].to(like.dtype)
+
+
+def upsample(x: torch.Tensor, size) -> torch.Tensor:
+    """Bilinear upsampling of ``x (B, C, H, W)`` to ``size`` (``align_corners=False``).
+
+    ``F.interpolate``, except on CUDA with deterministic algorithms asked for
+    (``torch.use_deterministic_algorithms``, the trainer's ``--deterministic``): the backward
+    of bilinear upsampling has no deterministic CUDA kernel, so it is then computed as the
+    same linear map written as two matmuls, ``W_h^T x W_w``, whose backward is deterministic.
+    The results agree to rounding; the matmuls cost more, so only when asked."""
+    size = tuple(size)
+    if x.is_cuda and torch.are_deterministic_algorithms_enabled():
+        return bilinear_matmul(x, size)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def bilinear_matmul(x: torch.Tensor, size) -> torch.Tensor:
+    """Bilinear upsampling (``align_corners=False``) as two matmuls, ``W_h^T x W_w``."""
+    with torch.no_grad():
+        w_h, w_w = _linear_weights(x.shape[-2], size[0], x), _linear_weights(x.shape[-1], size[1], x)
+    return torch.matmul(w_h.T, torch.matmul(x, w_w))
 
 
 class ConvBlock(nn.Sequential):
@@ -151,7 +179,7 @@ class CrossAttentionAutoencoder(nn.Module):
         features = {self.depth: x}
         gates: dict[int, Attention] = {}
         for i in reversed(range(self.depth - 1)):  # level i + 1, from 5 down to 1
-            x_d = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+            x_d = upsample(x, (2 * x.shape[-2], 2 * x.shape[-1]))
             x_e = skips[i]
             if self.use_attention:
                 gate = self.attention[i](x_e, x_d)
@@ -165,7 +193,7 @@ class CrossAttentionAutoencoder(nn.Module):
         if levels and self.multilevel:
             for level in range(self.depth, 1, -1):
                 y = self.heads[level - 1](features[level])
-                deep.append(F.interpolate(y, size=size, mode="bilinear", align_corners=False))
+                deep.append(upsample(y, size))
             deep.append(logits)
         return Output(logits, deep, gates)
 

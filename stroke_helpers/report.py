@@ -13,19 +13,19 @@ real ISLES 2018 keeps those masks private, so on it the report shows validation 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
+from . import files
 from .baseline import ncct_baseline
 from .datasets import build_slices
 from .grid import ALL_RUN, CASCADES, ROWS, TABLE1, TABLE2, column_name, run_name, seed_folder
 from .metrics import MIN_STUDIES, bootstrap_ci, paired_difference
 from .modalities import ALL, PERFUSION_MAPS
 from .presets import Preset
-from .runs import ResultsFolder, RunFolder, read_history, read_split, slices_of
+from .runs import ResultsFolder, RunFolder, read_history, read_metrics, read_split, slices_of
 
 # the paper's numbers (ISLES 2018, 19 validation studies): Dice (mean, std), docs/decisions.md §1
 PAPER_TABLE1 = {
@@ -46,9 +46,10 @@ CASCADE_METRICS = ("dice", "precision", "recall", "hd95", "avd")
 
 
 def load_run_metrics(results: Path, folder: str, split: str = "val") -> dict | None:
-    """A run's ``metrics.json`` (``val``) or ``metrics_test.json``, or None when absent."""
+    """A run's ``metrics.json`` (``val``) or ``metrics_test.json`` (checked:
+    :func:`~stroke_helpers.runs.read_metrics`), or None when absent."""
     path = ResultsFolder(results).run(folder).metrics(split)
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_metrics(path) if path.exists() else None
 
 
 def per_study(results: Path, folder: str, metric: str = "dice", split: str = "val") -> dict[str, float] | None:
@@ -341,6 +342,4 @@ def write_report(
     lines += ["", "## Convergence (validation Dice per epoch)", "", convergence_markdown(results)]
     lines += ["", "## Figures", ""] + [f"- [{f.name}]({f.relative_to(results)})" for f in figures]
     lines += ["", "## Time", "", time_markdown(seconds, results, grid_seconds)]
-    path = ResultsFolder(results).report
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return files.write_text(ResultsFolder(results).report, "\n".join(lines) + "\n")

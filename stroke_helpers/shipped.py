@@ -25,20 +25,20 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import os
 import shutil
+from functools import partial
 from pathlib import Path
 
 import torch
 
-from . import locations
+from . import files, locations
 from .cascade import ms_leak
 from .datasets import build_slices
 from .engine import autocast_dtype
 from .grid import ALL_RUN, CASCADES
 from .inference import evaluate
 from .runs import SHIPPED_MANIFEST as MANIFEST
-from .runs import ResultsFolder, RunError, atomic_save, load_config, load_state, read_json, write_json
+from .runs import ResultsFolder, RunError, load_checkpoint, load_config, read_json, read_metrics
 from .truth import has_test_truth, has_truth, read_cases, read_config
 
 WEIGHTS = (ALL_RUN, "cascade")  # the runs whose weights ship; the cascade's stage 1 is ALL_RUN
@@ -78,12 +78,42 @@ def repository_bundle() -> Path | None:
     return locations.shipped_checkpoint() if locations.in_checkout() else None
 
 
+def _text(v) -> bool:
+    return isinstance(v, str)
+
+
+def _scores(v) -> bool:
+    return isinstance(v, dict) and all(
+        isinstance(d, dict) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in d.values())
+        for d in v.values()
+    )
+
+
+#: The fields of ``shipped.json`` the code reads, and what each must be.
+MANIFEST_FIELDS = {
+    "preset": (_text, "a preset name"),
+    "data_fingerprint": (_text, "a fingerprint string"),
+    "data_settings": (lambda v: isinstance(v, dict) and all(map(_text, v.values())), "a dict of settings"),
+    "commands": (lambda v: isinstance(v, list) and v and all(map(_text, v)), "a list of commands"),
+    "date": (_text, "a date"),
+    "leakage": (_scores, "a dict of Dice values per cascade"),
+}
+
+
 def manifest(bundle: str | Path | None = None) -> dict | None:
-    """``shipped.json`` of ``bundle`` (default: the checkout's), or None without one."""
+    """``shipped.json`` of ``bundle`` (default: the checkout's), or None without one; a field
+    the code reads that is missing or of another type (:data:`MANIFEST_FIELDS`) is one
+    :class:`~stroke_helpers.runs.RunError` line naming the file and the field."""
     bundle = bundle or repository_bundle()
     if bundle is None or not is_shipped(bundle):
         return None
-    return read_json(Path(bundle) / MANIFEST, "shipped checkpoint description")
+    path = Path(bundle) / MANIFEST
+    described = read_json(path, "shipped checkpoint description")
+    for field, (ok, expected) in MANIFEST_FIELDS.items():
+        if field not in described or not ok(described[field]):
+            found = "missing" if field not in described else f"a {type(described[field]).__name__}"
+            raise RunError(f"{path}: not a shipped checkpoint description: '{field}' is {found}, not {expected}")
+    return described
 
 
 def source_label(results: str | Path) -> str:
@@ -154,18 +184,16 @@ def recorded_leakage(results: str | Path) -> dict[str, dict[str, float]]:
 
 def _halve(src: Path, dst: Path) -> None:
     """``best.pt`` with its floating-point weights in fp16 (they load back into fp32 models)."""
-    state = load_state(src)
+    state = load_checkpoint(src)
     state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save(state, dst)
+    files.save_torch(state, dst, durable=False)  # in OUT.partial, swapped in whole
 
 
 def _copy_small_files(results: Path, out: Path) -> None:
     """Every run's configuration, split, learning curve and scores; no weights, no maps."""
     for run in ResultsFolder(results).runs():
         for source in run.records():
-            (out / source.relative_to(results)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, out / source.relative_to(results))
+            files.save_with(out / source.relative_to(results), partial(shutil.copy2, source), durable=False)
 
 
 def _rescore(results: Path, out: Path, data: Path, progress: bool) -> dict:
@@ -174,23 +202,14 @@ def _rescore(results: Path, out: Path, data: Path, progress: bool) -> dict:
     for name in WEIGHTS:
         for split in ("val", "test") if has_test_truth(data) else ("val",):
             source, target = ResultsFolder(results).run(name), ResultsFolder(out).run(name)
-            grid = read_json(source.metrics(split), "metrics")["summary"]["dice"]["mean"]
+            grid = read_metrics(source.metrics(split))["summary"]["dice"]["mean"]
             halved = evaluate(target.path, split, "cpu", progress, data=data, write=False)
-            write_json(halved | {"run": target.path.relative_to(out).as_posix()}, target.metrics(split))
+            files.write_json(
+                halved | {"run": target.path.relative_to(out).as_posix()}, target.metrics(split), durable=False
+            )
             shipped = halved["summary"]["dice"]["mean"]
             scores[f"{name} {split}"] = {"grid (fp32 weights)": round(grid, 4), "shipped (fp16)": round(shipped, 4)}
     return scores
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Move ``tmp`` to ``out``; a previous ``out`` is set aside first and removed last."""
-    old = out.with_name(out.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        os.replace(out, old)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def ship(
@@ -203,24 +222,44 @@ def ship(
     """Write the shipped checkpoint from a finished ``reproduce`` output folder and return it.
 
     ``data`` is the dataset the runs were trained on (default: the one their configuration
-    names). An existing ``out`` is kept (error) unless ``force``; the bundle is built in
-    ``OUT.partial`` and moved into place at the end.
+    names). An existing ``out`` is kept (error) unless ``force``, and ``force`` replaces only a
+    shipped checkpoint (a folder with ``shipped.json``): anything else is refused. The bundle is
+    built in ``OUT.partial`` and swapped into place at the end (:func:`stroke_helpers.files.swap_in`);
+    one process ships into ``out`` at a time, and what a killed one left (``OUT.partial``,
+    ``OUT.old``) is cleaned up first (:func:`stroke_helpers.files.recover`).
     """
     repository = locations.shipped_checkpoint()
     results, out = Path(results), Path(out or repository)
     for name in CHAPTER_RUNS:
         if not ResultsFolder(results).run(name).metrics().exists():
             raise RunError(f"{ResultsFolder(results).run(name)}: no evaluated run; `{RECIPE}` makes it first")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise FileExistsError(f"{out} already exists; pass --force to replace it")
+    with files.lock(out, f"ship --out {out}"):
+        files.recover(out)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            if not force:
+                raise FileExistsError(f"{out} already exists; pass --force to replace it")
+            if not is_shipped(out):
+                raise FileExistsError(
+                    f"{out}: not a shipped checkpoint (no {MANIFEST}); --force replaces only one: choose another --out"
+                )
+        tmp = files.partial(out)
+        try:
+            _build(results, out, tmp, repository, data, progress)
+        except files.NoSpaceError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise files.NoSpaceError(f"{exc} (the partial bundle {tmp} was removed)") from None
+        return files.swap_in(tmp, out)
+
+
+def _build(results: Path, out: Path, tmp: Path, repository: Path, data: str | Path | None, progress: bool) -> None:
+    """The bundle, in ``tmp``."""
     config = load_config(ResultsFolder(results).run(ALL_RUN))
     if out.resolve() == repository.resolve() and config.preset != "cpu":
         raise RunError(f"{results}: a {config.preset}-preset run; {repository} is the cpu preset's")
     data_path = locations.require_dataset(data or config.data, "pass --data, the dataset these runs were trained on")
     if data_settings(data_path) is None:
         raise RunError(f"{data_path}: not a generated synthetic dataset (no truth/); the shipped checkpoint needs one")
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     _copy_small_files(results, tmp)
     for weights in (w for name in WEIGHTS for w in ResultsFolder(results).run(name).weights()):
         _halve(weights, tmp / weights.relative_to(results))  # stage 1 is ALL_RUN: the same bytes
@@ -242,6 +281,4 @@ def ship(
             for c in CASCADES
         },
     }
-    write_json(described, tmp / MANIFEST)
-    _replace(tmp, out)
-    return out
+    files.write_json(described, tmp / MANIFEST, durable=False)

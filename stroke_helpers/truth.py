@@ -7,6 +7,7 @@ modality folders, so the loader cannot see it)::
     DATA/truth/TESTING/case_N/...  + ot.nii.gz   (the TESTING split carries no OT of its own)
     DATA/truth/cases.csv           one row per case: patient, slab, territory, volumes, onset, ...
     DATA/truth/config.csv          the generator's settings, seed and where the territories came from
+    DATA/truth/scorecard.csv       the realism scorecard of TRAINING (:mod:`stroke_helpers.scorecard`)
 
 Evaluation, the chapters, the grid and the shipped checkpoint read it through this module and
 never import the generator (:mod:`stroke_helpers.phantom`, which writes it). Real ISLES 2018
@@ -26,6 +27,7 @@ from .isles import IslesError, Study, load_study
 
 TRUTH = "truth"
 CASES_FILE, CONFIG_FILE = "cases.csv", "config.csv"
+SCORECARD_FILE = "scorecard.csv"  # written by stroke_helpers.scorecard, not by the generator
 
 
 def truth_dir(dataset: str | os.PathLike, case_name: str) -> Path:
@@ -78,14 +80,31 @@ def read_config(dataset: str | os.PathLike) -> dict[str, str]:
         return {r["key"]: r["value"] for r in csv.DictReader(f)}
 
 
+def truth_mask(dataset: str | os.PathLike, study: Study) -> np.ndarray:
+    """The expert mask of a TESTING ``study`` from ``truth/``, uint8 on the study's grid; a
+    missing, unreadable, misshapen or non-binary one raises :class:`IslesError` naming the file."""
+    ot = truth_dir(dataset, study.name) / "ot.nii.gz"
+    if not ot.exists():
+        raise IslesError(f"{study.name}: no ground truth at {ot} (real ISLES 2018 keeps the TESTING masks private)")
+    try:
+        mask = np.asarray(nib.load(ot).dataobj)
+    except Exception as exc:  # nibabel raises many types for damaged files
+        raise IslesError(f"{study.name}: cannot read {ot}: unreadable or truncated file ({exc})") from None
+    if mask.shape[:3] != study.shape or any(s != 1 for s in mask.shape[3:]):
+        raise IslesError(f"{study.name}: shape mismatch: {ot} is {mask.shape} but the study is {study.shape}")
+    values = np.unique(mask)
+    if not np.isin(values, (0, 1)).all():
+        raise IslesError(
+            f"{study.name}: {ot} has values {values[~np.isin(values, (0, 1))][:5].tolist()} outside {{0, 1}}"
+        )
+    return mask.reshape(study.shape).astype(np.uint8)
+
+
 def load_study_truth(dataset: str | os.PathLike, name: str) -> Study:
     """A study with its expert mask (header, spacing): TESTING masks come from ``truth/``."""
     dataset = Path(dataset)
     if not name.startswith("TESTING/"):
         return load_study(dataset / name, modalities=(), require_mask=True)
-    ot = truth_dir(dataset, name) / "ot.nii.gz"
-    if not ot.exists():
-        raise IslesError(f"{name}: no ground truth at {ot} (real ISLES 2018 keeps the TESTING masks private)")
     study = load_study(dataset / name, modalities=("CT",), require_mask=False)
-    study.mask = np.asarray(nib.load(ot).dataobj).astype(np.uint8)
+    study.mask = truth_mask(dataset, study)
     return study

@@ -1,6 +1,7 @@
 """The architecture registry, and MONAI's AttentionUnet trained, evaluated, predicted and resumed
 through the same code as the paper's model."""
 
+import inspect
 import json
 import math
 
@@ -92,7 +93,11 @@ def test_a_run_saved_before_architectures_is_cross_attention(tmp_path):
     saved = TrainConfig(data="d", out=str(run), preset="smoke").to_dict()
     del saved["architecture"]
     write_json(saved, run.config)
-    atomic_save({"config": saved, "epoch": 1}, run.last)
+    model = TrainConfig(data="d", out=str(run), preset="smoke").build_model()
+    optimiser = torch.optim.AdamW(model.parameters())
+    history = [{"epoch": 1, "train_loss": 0.5, "val_dice": 0.1}]
+    state = {"config": saved, "epoch": 1, "model": model.state_dict(), "optimizer": optimiser.state_dict()}
+    atomic_save(state | {"history": history, "best_dice": 0.1}, run.last)
     config = load_config(run)
     assert config.architecture == "cross-attention" and (config.attention, config.multilevel) == (True, True)
     assert isinstance(config.build_model(), CrossAttentionAutoencoder)
@@ -107,7 +112,7 @@ def test_a_run_saved_before_architectures_is_cross_attention(tmp_path):
 
 def test_resuming_a_cross_attention_run_as_monai_is_refused(phantom_root, tmp_path, capsys):
     out = tmp_path / "run"
-    train(smoke(phantom_root, out, epochs=1))
+    train(smoke(phantom_root, out, epochs=1, keep_last=True))
     before = RunFolder(out).last.stat().st_mtime_ns
     argv = ["train", "--data", str(phantom_root), "--preset", "smoke", "--out", str(out), "--resume", "--no-progress"]
     assert main([*argv, "--architecture", MONAI]) == 2
@@ -120,10 +125,10 @@ def _stop_before_epoch_2(monkeypatch):
     """Interrupt training as Ctrl-C would, once epoch 1 is saved."""
     real = training._train_epoch
 
-    def epoch(net, loader, augment, optimiser, config, k, *args, **kwargs):
-        if k == 1:
+    def epoch(*args, **kwargs):
+        if inspect.signature(real).bind(*args, **kwargs).arguments["epoch"] == 1:
             raise KeyboardInterrupt
-        return real(net, loader, augment, optimiser, config, k, *args, **kwargs)
+        return real(*args, **kwargs)
 
     monkeypatch.setattr(training, "_train_epoch", epoch)
 
@@ -131,7 +136,7 @@ def _stop_before_epoch_2(monkeypatch):
 def test_monai_trains_evaluates_predicts_and_resumes(phantom_root, tmp_path, monkeypatch, capsys):
     run = RunFolder(tmp_path / "monai")
     argv = ["train", "--data", str(phantom_root), "--preset", "smoke", "--epochs", "2", "--out", str(run)]
-    argv += ["--architecture", MONAI, "--no-progress"]
+    argv += ["--architecture", MONAI, "--no-progress", "--device", "cpu", "--keep-last"]
     _stop_before_epoch_2(monkeypatch)
     assert main(argv) == 130  # interrupted after epoch 1
     assert f"run {MONAI} CT+CBV+CBF+MTT+Tmax -> {run}" in capsys.readouterr().out

@@ -5,6 +5,8 @@ The tests start JupyterLab and the Voilà app (``python -m stroke_helpers explor
 compared) and that no error appeared in the page, the viewer or the kernel's output. They skip
 with a message where Playwright or a chromium is missing (``apt-get install chromium``,
 ``pip install -e ".[test]"``; Playwright is pointed at the system browser, never downloads one).
+The app's server is also checked over plain HTTP: only its token (or the cookie that a visit with
+it sets) opens the app, and requests with a foreign ``Host`` or ``Origin`` are refused.
 
 ``STROKE_SCREENSHOTS=docs python -m pytest tests/test_browser.py`` also saves what the browser
 showed (``docs/explorer.png`` is README's screenshot of the app, ``docs/jupyterlab_01.png``).
@@ -12,8 +14,11 @@ showed (``docs/explorer.png`` is README's screenshot of the app, ``docs/jupyterl
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -45,7 +50,8 @@ def browser():
     if path is None:
         pytest.skip("no chromium found (apt-get install chromium, or set STROKE_CHROMIUM); browser tests skipped")
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=["--no-sandbox", "--disable-gpu"])
+        quiet = ["--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+        b = p.chromium.launch(executable_path=path, args=["--no-sandbox", "--disable-gpu", *quiet])
         yield b
         b.close()
 
@@ -236,16 +242,28 @@ def tiny_run(phantom_root, tmp_path_factory) -> Path:
     return out
 
 
-def test_explorer_app_in_voila(browser, phantom_root, tiny_run, tmp_path):
-    """``explore`` serves the app; each tab draws, sliders move pictures, and no error shows."""
+def start_explorer(args: list[str], tmp: Path, env: dict) -> tuple[subprocess.Popen, str]:
+    """``explore ARGS`` on a free port: the server and the URL it announced (with its token)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "stroke_helpers", "explore", "--data", str(phantom_root), "--run", str(tiny_run)]
-    cmd += ["--port", str(port), "--no-browser"]
-    server = start(cmd, f"http://127.0.0.1:{port}/voila/static/", tmp_path, server_env(phantom_root, tmp_path))
+    cmd = [sys.executable, "-m", "stroke_helpers", "explore", *args, "--port", str(port), "--no-browser"]
+    server = start(cmd, f"http://127.0.0.1:{port}/login", tmp, env)
+    announced = re.search(r"explorer: (http://\S+)", (tmp / "server.log").read_text())
+    if announced is None:
+        stop(server)
+        pytest.fail(f"explore announced no URL:\n{(tmp / 'server.log').read_text()[-3000:]}")
+    return server, announced.group(1)
+
+
+def test_explorer_app_in_voila(browser, phantom_root, tiny_run, tmp_path):
+    """``explore`` serves the app at the URL it announces; each tab draws, sliders move pictures,
+    and no error shows."""
+    cmd = ["--data", str(phantom_root), "--run", str(tiny_run)]
+    server, url = start_explorer(cmd, tmp_path, server_env(phantom_root, tmp_path))
     try:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\?token=[0-9a-f]{48}", url), url
         page = browser.new_page(viewport={"width": 1200, "height": 800})
         errors = watch_errors(page)
-        page.goto(f"http://127.0.0.1:{port}/")
+        page.goto(url)
         maps = page.locator(".stroke-viewer").first
         maps.wait_for(timeout=120_000)
         timings = {"Maps": move_slider_and_compare(page, maps)}
@@ -260,3 +278,142 @@ def test_explorer_app_in_voila(browser, phantom_root, tiny_run, tmp_path):
         assert "Traceback" not in page.content()
     finally:
         stop(server)
+
+
+# Put on the server's PYTHONPATH (its kernels import it): the 4D series viewer fails, as a broken one would.
+BREAK_SERIES_VIEWER = """
+import importlib.abc
+import importlib.machinery
+import sys
+
+
+class BreakSeriesViewer(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "stroke_helpers.widgets":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+
+            def render(self):
+                raise RuntimeError('the 4D series viewer broke on purpose\\n  File "widgets.py", line 1, in render')
+
+            module.SeriesViewer.render = render
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, BreakSeriesViewer())
+"""
+
+
+@pytest.fixture(scope="module")
+def explorer_server(phantom_root, tmp_path_factory):
+    """``explore`` without a run, its 4D series viewer broken (:data:`BREAK_SERIES_VIEWER`):
+    ``(url with token, port, token, server log)``."""
+    tmp = tmp_path_factory.mktemp("explorer_server")
+    (tmp / "hook").mkdir()
+    (tmp / "hook" / "sitecustomize.py").write_text(BREAK_SERIES_VIEWER)
+    env = server_env(phantom_root, tmp)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp / "hook"), env["PYTHONPATH"]])
+    server, url = start_explorer(["--data", str(phantom_root)], tmp, env)
+    port, token = re.fullmatch(r"http://127\.0\.0\.1:(\d+)/\?token=(\w+)", url).groups()
+    try:
+        yield url, int(port), token, tmp / "server.log"
+    finally:
+        stop(server)
+
+
+def request(port: int, path: str, headers: dict | None = None, method: str = "GET", host: str | None = None):
+    """One request, redirects not followed: ``(status, headers, body)``."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        connection.request(method, path, headers={"Host": host or f"127.0.0.1:{port}", **(headers or {})})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def websocket(origin: str, **credentials: str) -> dict:
+    """The headers of a websocket handshake from a page at ``origin`` (plus ``Cookie=...``)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    headers = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13"}
+    return {**headers, "Sec-WebSocket-Key": key, "Origin": origin, **credentials}
+
+
+APP_CONTENT = (b"kernelId", b"application/vnd.jupyter.widget-view+json")  # what the rendered app page holds
+
+
+@pytest.fixture(scope="module")
+def app_page(explorer_server):
+    """The app as its token opens it: ``(kernel id, login cookie)``."""
+    url, port, token, _ = explorer_server
+    status, headers, body = request(port, f"/?token={token}")
+    assert status == 200 and all(s in body for s in APP_CONTENT), (status, body[:500])
+    kernel = re.search(rb'"kernelId": "([0-9a-f-]+)"', body).group(1).decode()
+    return kernel, headers["set-cookie"].split(";")[0]
+
+
+def test_explorer_opens_only_with_its_token(explorer_server, app_page):
+    url, port, token, _ = explorer_server
+    for path in ("/", "/?token=0123abcd", "/api/kernels", f"/api/kernels/{app_page[0]}"):
+        status, headers, body = request(port, path)
+        login = status == 302 and headers["location"].startswith("/login?next=")
+        assert login or (status == 403 and path.startswith("/api/")), (path, status)
+        assert not any(s in body for s in APP_CONTENT)
+    status, _, body = request(port, "/login?next=%2F")
+    assert status == 200 and b"token" in body.lower() and not any(s in body for s in APP_CONTENT)
+    assert request(port, f"/api/kernels/{app_page[0]}", {"Cookie": app_page[1]})[0] == 200
+    assert request(port, f"/api/kernels/{app_page[0]}?token={token}")[0] == 200
+    assert request(port, "/voila/files/explorer.ipynb")[0] == 403  # no files from the notebook folder
+
+
+def test_explorer_refuses_foreign_hosts(explorer_server, app_page):
+    """DNS rebinding: a page at evil.example that resolves to 127.0.0.1 sends ``Host: evil.example``."""
+    url, port, token, log = explorer_server
+    kernel, cookie = app_page
+    evil = f"evil.example:{port}"
+    assert request(port, f"/?token={token}", host=evil)[0] == 403
+    assert request(port, f"/api/kernels/{kernel}", {"Cookie": cookie}, host=evil)[0] == 403
+    handshake = websocket(f"http://{evil}", Cookie=cookie)
+    assert request(port, f"/api/kernels/{kernel}/channels", handshake, host=evil)[0] == 403
+    assert request(port, f"/api/kernels/{kernel}?token={token}", host=f"localhost:{port}")[0] == 200
+    assert "Blocking request with non-local 'Host' evil.example" in log.read_text()
+
+
+def test_explorer_refuses_foreign_origins(explorer_server, app_page):
+    """A page elsewhere gets the login cookie sent along at best: the kernel websocket and the
+    API refuse it from a foreign ``Origin``; from the app's own origin the websocket opens."""
+    url, port, token, _ = explorer_server
+    kernel, cookie = app_page
+    channels = f"/api/kernels/{kernel}/channels"
+    status, _, body = request(port, channels, websocket("http://evil.example", Cookie=cookie))
+    assert status == 403 and b"Cross origin websockets not allowed" in body
+    assert request(port, channels, websocket(f"http://127.0.0.1:{port}"))[0] == 403  # no cookie, no token
+    for method, path in (("GET", f"/api/kernels/{kernel}"), ("DELETE", f"/api/kernels/{kernel}")):
+        status, headers, _ = request(port, path, {"Origin": "http://evil.example", "Cookie": cookie}, method)
+        assert status == 404 and "access-control-allow-origin" not in headers, (method, status)
+    assert request(port, f"/api/kernels/{kernel}?token={token}")[0] == 200  # the DELETE did nothing
+    assert request(port, channels, websocket(f"http://127.0.0.1:{port}", Cookie=cookie))[0] == 101
+
+
+def test_explorer_shows_a_failing_viewer_in_one_line(browser, explorer_server):
+    """A viewer that raises: one ``error:`` line in the app, no traceback or code in the page,
+    the traceback in the server log."""
+    url, _, _, log = explorer_server
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    page.goto(url)
+    page.locator(".stroke-viewer").first.wait_for(timeout=120_000)
+    page.get_by_role("tab", name="4D series").click()
+    error = page.locator(".stroke-error").first
+    error.wait_for(timeout=60_000)
+    assert error.inner_text() == "error: the 4D series viewer broke on purpose (details in the server log)"
+    shown = page.locator("body").inner_text()
+    assert "Traceback" not in page.content() and "widgets.py" not in shown and "File " not in shown, shown
+    text = log.read_text()
+    assert "explorer: the 4D series tab of TRAINING/" in text and 'File "widgets.py", line 1' in text
+    page.close()

@@ -32,7 +32,11 @@ def fake_metrics(out, folder, dice, split="val"):
         {"study": s, **{m: float(v) for m in ("dice", "precision", "recall", "hd95", "avd")}}
         for s, v in zip(STUDIES, values)
     ]
-    (run / ("metrics.json" if split == "val" else f"metrics_{split}.json")).write_text(json.dumps({"studies": rows}))
+    summary = {
+        m: {"mean": float(values.mean()), "std": float(values.std()), "n": len(rows)} for m in rows[0] if m != "study"
+    }
+    path = run / ("metrics.json" if split == "val" else f"metrics_{split}.json")
+    path.write_text(json.dumps({"studies": rows, "summary": summary}))
 
 
 def test_grid_has_the_papers_thirty_runs_and_the_seeds(tmp_path):
@@ -152,7 +156,7 @@ def test_convergence_flags_runs_off_their_plateau(tmp_path):
         run = ResultsFolder(tmp_path).run(name)
         run.path.mkdir(parents=True)
         write_json({}, run.config)  # a run folder: its configuration, then its learning curve
-        write_history([{"epoch": i + 1, "val_dice": d} for i, d in enumerate(curve)], run.history)
+        write_history([{"epoch": i + 1, "train_loss": 0.5, "val_dice": d} for i, d in enumerate(curve)], run.history)
     rows = {r["run"]: r for r in convergence(tmp_path)}
     assert rows["flat"]["plateau"] and not rows["rising"]["plateau"] and rows["dead"]["plateau"]
     assert rows["rising"]["last3"] == pytest.approx(0.6)

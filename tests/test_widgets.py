@@ -205,8 +205,85 @@ def test_explore_command_says_what_is_wrong_in_one_line(phantom_root, tmp_path, 
     for argv, expected in (
         (["--data", str(tmp_path)], "not an ISLES-layout dataset"),
         (["--data", str(phantom_root), "--run", str(tmp_path)], "not a trained run"),
-        (["--data", str(phantom_root), "--port", "70000"], "not a port number"),
     ):
         assert main(["explore", *argv, "--no-browser"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err
+    with pytest.raises(SystemExit) as exit_:  # an impossible number: refused by the parser, as every typed option
+        main(["explore", "--data", str(phantom_root), "--port", "70000", "--no-browser"])
+    assert exit_.value.code == 2 and "not a port number (1-65535): 70000" in capsys.readouterr().err
+
+
+def test_explore_refuses_a_broken_run_and_a_taken_port_before_the_server_starts(
+    phantom_root, tmp_path, capsys, monkeypatch
+):
+    """A run whose checkpoint does not load, and a port already taken, are one ``error:`` line
+    each, exit status 2, and no Voilà started."""
+    import socket
+
+    from stroke_helpers import explorer
+    from stroke_helpers.__main__ import main
+    from stroke_helpers.runs import TrainConfig, write_run_files
+
+    def no_server(*args, **kwargs):
+        raise AssertionError(f"the server was started: {args}")
+
+    monkeypatch.setattr(explorer.subprocess, "Popen", no_server)
+    run = tmp_path / "broken"
+    run.mkdir()
+    write_run_files(TrainConfig(data=str(phantom_root), out=str(run), preset="smoke"), [], [])
+    (run / "best.pt").write_bytes(b"not a checkpoint, cut short")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for argv, expected in (
+            (["--run", str(run)], f"{run / 'best.pt'}: not a readable checkpoint"),
+            ([], f"--port {port}: already in use on 127.0.0.1"),
+        ):
+            assert main(["explore", "--data", str(phantom_root), *argv, "--port", str(port), "--no-browser"]) == 2
+            out, err = capsys.readouterr()
+            assert err.startswith("error: ") and expected in err and err.count("\n") == 1, err
+            assert "explorer: http" not in out, out
+
+
+def test_the_app_shows_its_errors_in_one_line_and_logs_the_details(monkeypatch, capfd):
+    from stroke_helpers import explorer
+
+    def broken(*args):
+        raise KeyError("no such map\n  File 'x.py', line 1")
+
+    monkeypatch.setattr(explorer.Explorer, "from_environment", broken)
+    page = explorer.app("cpu").value
+    assert page.startswith('<span class="stroke-error"') and "\n" not in page, page
+    assert "error: KeyError: no such map (details in the server log)" in page
+    assert "Traceback" not in page and "x.py" not in page
+    log = capfd.readouterr().err
+    assert "explorer: starting the app failed" in log and "Traceback" in log and "x.py" in log
+
+
+def test_explore_opens_the_browser_on_a_page_that_holds_the_token(tmp_path, monkeypatch):
+    """The browser gets a local page that redirects to the token URL, never the token itself."""
+    import socket
+    import threading
+
+    from stroke_helpers import explorer
+
+    opened = threading.Event()
+    calls = []
+    monkeypatch.setattr(explorer.webbrowser, "open", lambda uri, new=0: (calls.append(uri), opened.set()))
+
+    class Running:
+        def poll(self):
+            return None
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        url = f"http://127.0.0.1:{port}/?token=secret"
+        explorer._open_browser_when_ready(url, port, Running(), tmp_path)
+        assert opened.wait(30)
+    assert calls == [(tmp_path / "open.html").as_uri()]
+    assert url in (tmp_path / "open.html").read_text()
+    assert (tmp_path / "open.html").stat().st_mode & 0o077 == 0

@@ -12,6 +12,7 @@ folder and says it starts again from scratch.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections import Counter
 from dataclasses import asdict
@@ -21,8 +22,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..isles import PATIENTS_FILE, write_case
+from .. import files, locations
+from ..isles import PATIENTS_FILE, SPLITS, write_case
 from ..modalities import id_order
+from ..truth import CASES_FILE, CONFIG_FILE, TRUTH, has_truth
 from . import truth as truth_io
 from .series import PhantomConfig, simulate_patient
 from .territories import load_territories
@@ -142,14 +145,27 @@ def _plan_jobs(rng, seed: int, config: PhantomConfig, tmp: Path, train_cases: in
 
 
 def _write_tables(tmp: Path, rows: list[dict], config: PhantomConfig, settings: dict) -> None:
-    import csv
-
     rows.sort(key=lambda r: (r["split"], int(r["case"].split("_")[1])))
-    with open(tmp / PATIENTS_FILE, "w", newline="") as f:
-        w = csv.DictWriter(f, ["split", "case", "patient"])
-        w.writeheader()
-        w.writerows({k: r[k] for k in ("split", "case", "patient")} for r in rows)
+    columns = ["split", "case", "patient"]
+    files.write_csv(tmp / PATIENTS_FILE, columns, [{k: r[k] for k in columns} for r in rows], durable=False)
     truth_io.write_tables(tmp, rows, asdict(config) | settings)
+
+
+def not_written_here(out: Path) -> str:
+    """Why ``out`` is not a dataset this generator wrote ('' when it is one, which ``force``
+    may replace): the phantom writes ``TRAINING/case_N``, ``TESTING/case_N``, ``truth/`` with its
+    tables and the patients file, and the loader adds its slice cache; anything else is someone's."""
+    if not out.is_dir():
+        return "a file, not a folder"
+    if not has_truth(out):
+        kind = "an ISLES dataset" if (out / "TRAINING").is_dir() else "a folder"
+        return f"{kind} without the phantom's {TRUTH}/{CASES_FILE} and {TRUTH}/{CONFIG_FILE}"
+    ours = {*SPLITS, TRUTH, PATIENTS_FILE, locations.CACHE_NAME}
+    foreign = [p.name for p in out.iterdir() if p.name not in ours]
+    for split in SPLITS:
+        if (out / split).is_dir():
+            foreign += [f"{split}/{p.name}" for p in (out / split).iterdir() if not re.fullmatch(r"case_\d+", p.name)]
+    return f"it also holds {', '.join(sorted(foreign)[:5])}" if foreign else ""
 
 
 def generate_dataset(
@@ -164,21 +180,42 @@ def generate_dataset(
 ) -> Path:
     """Write the synthetic ISLES-layout dataset to ``out`` and return it.
 
-    An existing dataset in ``out`` is kept (error) unless ``force``. The dataset is built in a
-    temporary sibling folder (``OUT.partial``) and moved into place at the end, so an interrupted
-    run leaves nothing half-written in ``out``; its workers die with it (even on SIGKILL, on
-    Linux), and the next run removes the partial folder and says that it starts again.
-    ``config.atlas`` names the arterial territory atlas folder; without one, geometric
-    territories are used with a printed warning, and ``truth/config.csv`` records which.
+    An existing dataset in ``out`` is kept (error) unless ``force``, and ``force`` replaces only
+    a dataset this generator wrote (:func:`not_written_here`): any other folder is refused, so
+    nothing of anyone's is lost. The dataset is built in a temporary sibling folder
+    (``OUT.partial``) and swapped into place at the end (:func:`stroke_helpers.files.swap_in`),
+    so an interrupted run leaves nothing half-written in ``out``; its workers die with it (even
+    on SIGKILL, on Linux), and the next run removes the partial folder and says that it starts
+    again. One generator writes ``out`` at a time (:func:`stroke_helpers.files.lock`); a full
+    disk is one line, and the partial folder is removed then. ``config.atlas`` names the arterial
+    territory atlas folder; without one, geometric territories are used with a printed warning,
+    and ``truth/config.csv`` records which.
     """
     out = Path(out)
     config = config or PhantomConfig()
-    if out.exists() and any(out.iterdir()) and not force:
-        raise FileExistsError(f"{out} already exists and is not empty; pass force=True (--force) to replace it")
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        print(f"{tmp}: left by an interrupted run; removed, starting again from scratch", flush=True)
-        shutil.rmtree(tmp)
+    with files.lock(out, f"generate the synthetic dataset {out}"):
+        files.recover(out)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            if not force:
+                raise FileExistsError(f"{out} already exists and is not empty; pass force=True (--force) to replace it")
+            why = not_written_here(out)
+            if why:
+                raise FileExistsError(
+                    f"{out}: not a synthetic dataset written by data_download.py ({why}); --force replaces only "
+                    "such a dataset: choose another --out"
+                )
+        tmp = files.partial(out)
+        try:
+            _generate(tmp, train_cases, test_cases, seed, config, workers, progress)
+        except files.NoSpaceError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise files.NoSpaceError(f"{exc} (the partial dataset {tmp} was removed)") from None
+        return files.swap_in(tmp, out)
+
+
+def _generate(
+    tmp: Path, train_cases: int, test_cases: int, seed: int, config: PhantomConfig, workers: int | None, progress: bool
+) -> None:
     tmp.mkdir(parents=True)
     territories = load_territories(config.atlas, warn=True)  # warns once here, not in every worker
     rng = np.random.default_rng(seed)
@@ -190,8 +227,3 @@ def generate_dataset(
     settings = {"phantom_version": PHANTOM_VERSION, "seed": seed, "train_cases": train_cases, "test_cases": test_cases}
     settings |= territories.record()
     _write_tables(tmp, rows, config, settings)
-    if out.exists():
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, out)
-    return out

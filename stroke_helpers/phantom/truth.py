@@ -3,12 +3,12 @@ layout and reads it)."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from .. import files
 from ..truth import CASES_FILE, CONFIG_FILE, TRUTH, truth_dir
 
 
@@ -18,18 +18,12 @@ def write_case_truth(dataset: Path, case_name: str, arrays: dict[str, np.ndarray
     tdir.mkdir(parents=True, exist_ok=True)
     for name, arr in arrays.items():
         dtype = np.uint8 if arr.dtype in (bool, np.uint8) else np.float32
-        nib.save(nib.Nifti1Image(arr.astype(dtype), np.diag([*spacing, 1.0])), tdir / f"{name}.nii.gz")
+        img = nib.Nifti1Image(arr.astype(dtype), np.diag([*spacing, 1.0]))
+        files.save_with(tdir / f"{name}.nii.gz", lambda tmp, img=img: nib.save(img, tmp), durable=False)
 
 
 def write_tables(dataset: Path, rows: list[dict], settings: dict) -> None:
     """``truth/cases.csv`` (every key of the rows) and ``truth/config.csv`` (``settings``)."""
-    (dataset / TRUTH).mkdir(parents=True, exist_ok=True)
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(dataset / TRUTH / CASES_FILE, "w", newline="") as f:
-        w = csv.DictWriter(f, keys)
-        w.writeheader()
-        w.writerows(rows)
-    with open(dataset / TRUTH / CONFIG_FILE, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["key", "value"])
-        w.writerows(settings.items())
+    files.write_csv(dataset / TRUTH / CASES_FILE, keys, rows, durable=False)
+    files.write_csv(dataset / TRUTH / CONFIG_FILE, ["key", "value"], list(settings.items()), durable=False)

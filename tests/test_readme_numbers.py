@@ -1,0 +1,92 @@
+"""README's "On a GPU" figures, computed again from the code: parameter and FLOP counts, file
+sizes from them, and (with the default dataset) the training split's slices. A number in a
+sentence is a claim; these tests keep those claims true when the model or the data change."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from stroke_helpers import locations
+from stroke_helpers.grid import CASCADES, ROWS, TABLE1, TABLE2
+from stroke_helpers.model import CrossAttentionAutoencoder, count_parameters
+from stroke_helpers.phantom import ISLES_SLICES
+from stroke_helpers.presets import PRESETS
+
+ROOT = Path(__file__).resolve().parents[1]
+ISLES_TRAINING_SLICES = sum(size * count for size, count in ISLES_SLICES.items())  # 502 in 94 slabs
+
+
+def gpu_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    return text[text.index("## On a GPU") : text.index("## Results on the synthetic dataset")]
+
+
+def parameters(preset: str) -> int:
+    return count_parameters(CrossAttentionAutoencoder(5, PRESETS[preset].widths))
+
+
+def step_flops(batch: int = 8, size: int = 224) -> float:
+    """Forward and backward of one paper-preset training step, counted on the meta device."""
+    with torch.device("meta"):
+        model = CrossAttentionAutoencoder(5, PRESETS["paper"].widths)
+        with FlopCounterMode(display=False) as counter:
+            out = model(torch.zeros(batch, 5, size, size), levels=True)
+            sum(level.sum() for level in out.levels).backward()
+    return counter.get_total_flops()
+
+
+def grid_models() -> int:
+    """Trainings of a ``reproduce`` grid with a ``best.pt``, and the copied stage-1 runs."""
+    table, seeds = len(ROWS) * (len(TABLE1) + len(TABLE2)), PRESETS["cpu"].seeds
+    extra_seeds = len(ROWS) * (seeds - 1)
+    cascades = seeds * len(CASCADES)
+    folds = seeds * sum(CASCADES.values())
+    return table + extra_seeds + cascades + folds + cascades  # + each cascade's copied stage 1
+
+
+def test_model_size_and_cost_in_readme():
+    text = gpu_section()
+    assert f"{parameters('paper') / 1e6:.1f} M parameters" in text
+    flops = step_flops()
+    assert f"{flops / 1e9:.0f} GFLOP" in text and f"({flops / 8e9:.0f} per slice" in text
+
+
+def test_disk_table_in_readme_follows_from_the_parameter_counts():
+    text = gpu_section()
+    cpu, paper = 4 * parameters("cpu"), 4 * parameters("paper")  # fp32 bytes of the weights
+    n = grid_models()
+    assert grid_models() == 63 and "57 trainings and 6 copied stage-1 runs" in text
+    assert f"| `best.pt` (model) | {cpu / 1e6:.1f} MB | {paper / 1e6:.0f} MB |" in text
+    assert f"| {3 * cpu / 1e6:.0f} MB | {3 * paper / 1e6:.0f} MB |" in text  # weights and two AdamW moments
+    assert f"their `best.pt` | {n * cpu / 1e9:.1f} GB | {n * paper / 1e9:.1f} GB |" in text
+    assert f"| + {n * 3 * cpu / 1e9:.1f} GB | + {n * 3 * paper / 1e9:.1f} GB |" in text
+    cache = {s: ISLES_TRAINING_SLICES * s * s * (5 * 2 + 2) for s in (96, 224)}  # 5 fp16 channels, mask, brain
+    assert f"| {cache[96] / 1e6:.0f} MB | about {cache[224] / 1e9:.1f} GB |" in text
+    ms = {s: ISLES_TRAINING_SLICES * s * s * 2 for s in (96, 224)}
+    assert f"| {ms[96] / 1e6:.0f} MB | {ms[224] / 1e6:.0f} MB |" in text
+
+
+def test_readme_gpu_figures_on_the_default_dataset():
+    """The training split's slices, their memory and a paper run's FLOPs, on the default dataset
+    (CI generates it before it runs the ``default_dataset`` tests)."""
+    from stroke_helpers.datasets import build_slices
+    from stroke_helpers.runs import TrainConfig, slices_of, split_names
+
+    data = locations.dataset("synthetic")
+    if not (data / "TRAINING").is_dir():
+        pytest.skip(f"{data}: not the default synthetic dataset (python data_download.py synthetic makes it)")
+    arrays = build_slices(data, "TRAINING", PRESETS["cpu"].size, progress=False)
+    train, val = split_names(TrainConfig(data=str(data), out="unused"), arrays)
+    n_train, n_val = len(slices_of(arrays, train)), len(slices_of(arrays, val))
+    text = " ".join(gpu_section().split())
+    per_slice = 4 * 224 * 224 * (5 + 1)  # float32 images and mask
+    assert f"over the {n_train} training slices" in text
+    assert f"{n_train * per_slice / 1e9:.2f} GB as float32" in text and f"({n_val * per_slice / 1e9:.2f} GB)" in text
+    run = step_flops() / 8 * n_train * PRESETS["paper"].epochs
+    mantissa, exponent = re.search(r"about ([\d.]+) × 10(\S+) FLOP", text).groups()
+    assert f"{run / 10 ** len(str(int(run))) * 10:.1f}" == mantissa and len(str(int(run))) - 1 == {"¹⁶": 16}[exponent]
