@@ -18,7 +18,7 @@ Measured in one run, so ratios are comparable even on a noisy machine:
 - with ``--grid RESULTS``: the end-to-end figure of a whole ``reproduce`` grid, training slices
   per second of wall time (from ``RESULTS/timing.json``).
 
-Goals (ISSUE 4, 2-core CPU): >= 2x MONAI's fp32 throughput at equal widths; paper-size model
+Goals (2-core CPU): >= 2x MONAI's fp32 throughput at equal widths; paper-size model
 >= 25 % of the bf16 matmul peak; a 22-slice study in < 1 s with the cpu preset.
 """
 
