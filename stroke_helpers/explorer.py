@@ -38,6 +38,7 @@ from .modalities import MODALITIES, channel_index
 from .runs import ResultsFolder, RunFolder, in_shipped_checkpoint
 from .widgets import AttentionExplorer, ClassicalExplorer, SeriesViewer, StudyBrowser, ThresholdExplorer
 
+TOKEN_BYTES = 24  # the per-start token: 48 hex digits
 NOTEBOOK = "explorer.ipynb"  # in the checkout's notebooks/ (locations.notebooks)
 TABS = ("Maps", "4D series", "Classical thresholds", "Prediction", "Attention and Ms")
 HOW_TO_TRAIN = (
@@ -329,7 +330,7 @@ def serve(data: str | Path | None, run: str | Path | None, port: int = 8866, ope
         locations.EXPLORE_DATA_ENV: str(data),
         locations.EXPLORE_RUN_ENV: str(run.resolve()) if run else "",
     }
-    token = secrets.token_hex(24)  # as Jupyter makes one
+    token = secrets.token_hex(TOKEN_BYTES)  # as Jupyter makes one
     url = f"http://127.0.0.1:{port}/?token={token}"
     with tempfile.TemporaryDirectory(prefix="stroke-explore-") as folder:  # mode 0700
         _write_private(Path(folder) / "voila.json", json.dumps(voila_config(token)))

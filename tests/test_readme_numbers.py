@@ -90,3 +90,20 @@ def test_readme_gpu_figures_on_the_default_dataset():
     run = step_flops() / 8 * n_train * PRESETS["paper"].epochs
     mantissa, exponent = re.search(r"about ([\d.]+) × 10(\S+) FLOP", text).groups()
     assert f"{run / 10 ** len(str(int(run))) * 10:.1f}" == mantissa and len(str(int(run))) - 1 == {"¹⁶": 16}[exponent]
+
+
+def test_readme_states_the_code_s_own_constants():
+    """Settings README quotes in prose, read from the code that uses them."""
+    from stroke_helpers import explorer, isles, train
+    from stroke_helpers.runs import TrainConfig
+
+    text = " ".join((ROOT / "README.md").read_text().split())
+    lo, hi = isles.VOXEL_MM
+    assert f"voxels of {lo:g}–{hi:g} mm" in text and f"outside {lo:g}–{hi:g} mm" in text
+    assert f"zooms to {100 * isles.SPACING_RTOL:g} %" in text and f"affines to {isles.AFFINE_ATOL_MM:g} mm" in text
+    assert f"every {train.CHECK_EVERY} steps" in text
+    assert {0.25: "a quarter"}[train.DEVICE_MEMORY_SHARE] + " of its free memory" in text
+    defaults = TrainConfig(data="d", out="o")
+    assert f"`--checkpoint-every` epochs (default {defaults.checkpoint_every})" in text
+    assert f"`--checkpoint-minutes` minutes (default {defaults.checkpoint_minutes:g})" in text
+    assert f"token=<{2 * explorer.TOKEN_BYTES} hex digits>" in text
