@@ -221,7 +221,13 @@ class Explorer:
                 viewer = ThresholdExplorer([out["probabilities"]], [truth], images=[tmax], names=[study.name])
             else:
                 if not out["attention"]:
-                    return W.HTML("This run has no attention gates (trained with <code>--no-attention</code>).")
+                    architecture = html.escape(self.predictor.config.architecture)
+                    why = (
+                        "trained with <code>--no-attention</code>"
+                        if architecture == "cross-attention"
+                        else f"the {architecture} architecture returns none"
+                    )
+                    return W.HTML(f"This run shows no cross-attention maps ({why}).")
                 channels = [MODALITIES[c] for c in self.predictor.channels]
                 viewer = AttentionExplorer(
                     images[:, self.predictor.channels].numpy(),

@@ -160,3 +160,18 @@ def test_monai_trains_evaluates_predicts_and_resumes(phantom_root, tmp_path, mon
     reference = train(smoke(phantom_root, tmp_path / "clean", epochs=2, architecture=MONAI)).model
     for (k, x), y in zip(resumed.state_dict().items(), reference.state_dict().values()):
         torch.testing.assert_close(x, y, msg=k)
+
+
+def test_the_explorer_says_why_a_monai_run_has_no_attention_maps(phantom_root, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from stroke_helpers.explorer import TABS, Explorer
+
+    out = tmp_path / "monai"
+    train(smoke(phantom_root, out, epochs=1, architecture=MONAI))
+    app = Explorer(phantom_root, out)
+    app.tabs.selected_index = TABS.index("Attention and Ms")
+    shown = app.tabs.children[TABS.index("Attention and Ms")]
+    text = shown.value if hasattr(shown, "value") else str([c.value for c in shown.children if hasattr(c, "value")])
+    assert "the monai-attention-unet architecture returns none" in text and "--no-attention" not in text
