@@ -215,6 +215,7 @@ def _training_data(args) -> None:
     readable ``patients.csv``, and for ``--folds`` that many training patients."""
     from types import SimpleNamespace
 
+    from .cascade import patient_groups
     from .isles import IslesError, check_cases, discover_cases, find_case_files, read_patients
     from .modalities import canonical_modalities
     from .runs import split_names
@@ -237,7 +238,7 @@ def _training_data(args) -> None:
         names = [f"TRAINING/{c.name}" for c in cases]
         split = SimpleNamespace(studies=names, patients=[patients.get(n) for n in names])
         train, _ = split_names(_config(args), split)  # the split training will make
-        n = len({patients.get(name) or name for name in train})
+        n = len(patient_groups(train, patients))
         if args.folds > n:
             raise ValueError(
                 f"--folds {args.folds}: {data} leaves {n} training patient(s) beside the validation studies; "

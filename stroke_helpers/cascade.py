@@ -117,11 +117,17 @@ def ms_leak(run: Path, arrays: SliceArrays) -> dict[str, float]:
     return leak
 
 
-def _folds(train_names: list[str], patients: dict[str, str | None], k: int, seed: int) -> list[list[str]]:
-    """``k`` folds of training studies, a patient's studies kept together."""
+def patient_groups(train_names: list[str], patients: dict[str, str | None]) -> dict[str, list[str]]:
+    """Training studies by patient (a study without a patient is its own): what a fold holds out."""
     groups: dict[str, list[str]] = {}
     for name in train_names:
         groups.setdefault(patients.get(name) or name, []).append(name)
+    return groups
+
+
+def _folds(train_names: list[str], patients: dict[str, str | None], k: int, seed: int) -> list[list[str]]:
+    """``k`` folds of training studies, a patient's studies kept together."""
+    groups = patient_groups(train_names, patients)
     if k > len(groups):  # an empty fold would train on everything: in-sample maps, silently
         raise ValueError(f"{k} folds need at least {k} training patients; this split has {len(groups)}")
     order = list(groups)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cascade import run_cascade
+from .cascade import patient_groups, run_cascade
 from .engine import barrier, is_main_process, resolve_device, setup_distributed
 from .inference import evaluate
 from .isles import read_patients
@@ -142,7 +142,7 @@ class Grid:
             return folds
         patients = read_patients(self.data)
         train = read_split(stage1.path)["train"]
-        groups = len({patients.get(name) or name for name in train})
+        groups = len(patient_groups(train, patients))
         if groups < folds:
             print(f"{folds} folds need {folds} training patients; this split has {groups}: using {groups} folds")
         return min(folds, groups)
