@@ -273,7 +273,8 @@ def compute_maps(
     in-plane Gaussian smoothing of every frame (``smooth_sigma`` voxels); Gaussian smoothing in
     time (``temporal_sigma`` frames) of the tissue curves *and* the AIF — convolution commutes,
     so the residue is unchanged while the noise drops; deconvolution; then CBF = max of the
-    residue, CBV = area ratio, MTT = 60 CBV / CBF and Tmax = time of the residue's maximum
+    residue, CBV = area ratio of the smoothed curves (as vendor software does: unsmoothed,
+    a voxel's CBV is mostly noise in white matter), MTT = 60 CBV / CBF and Tmax = time of the residue's maximum
     (parabolic sub-frame refinement), searched over ``[0, N)`` plus the last quarter of the
     padded period (wrapped: a tissue that leads the AIF). Returns the maps and the AIF used.
     """
@@ -299,9 +300,9 @@ def compute_maps(
             continue
         s = series[box + (z,)].astype(np.float32)
         s = s - s[..., :n_base].mean(axis=-1, keepdims=True)
-        area = s[m].sum(axis=1) * dt
         if smooth_sigma or temporal_sigma:
             s = ndimage.gaussian_filter(s, (smooth_sigma, smooth_sigma, temporal_sigma), mode="nearest", truncate=3.0)
+        area = s[m].sum(axis=1) * dt
         r = deconvolve(s[m], aif, dt, method, threshold, matrices=matrices)
         rows = np.arange(len(r))
         search = r.copy()

@@ -393,6 +393,34 @@ def write_table(rows: list[dict], path: str | os.PathLike, split: str = "TRAININ
     return write_csv(path, ["split", *CSV_COLUMNS], table)
 
 
+def read_table(path: str | os.PathLike) -> list[dict]:
+    """A table :func:`write_table` wrote, its values back as floats (NaN for "n/a")."""
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["value"] = float(r["value"]) if r["value"] not in ("", "nan") else math.nan
+    return rows
+
+
+def markdown_table(tables: dict[str, list[dict]]) -> str:
+    """Scorecards side by side as a Markdown table: one row per quantity, its target, then each
+    table's value and result (``tables``: column title -> rows of :func:`summarise` or
+    :func:`read_table`), then the source. README's phantom table is this, rendered from the
+    scorecards of the default dataset and of a second seed (a test keeps them equal)."""
+    first = next(iter(tables.values()))
+    head = ["quantity", "target", *tables, "source"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, row in enumerate(first):
+        cells = []
+        for rows in tables.values():
+            r = rows[i]
+            cells.append(f"{_value(r)} ({r['result']})")
+        lines.append("| " + " | ".join([f"`{row['quantity']}`", row["target"], *cells, row["source"]]) + " |")
+    return "\n".join(lines)
+
+
 def default_output(data: str | os.PathLike, split: str = "TRAINING") -> Path | None:
     """Where the table goes without ``--out``: beside the phantom's truth (``truth/scorecard.csv``,
     ``truth/scorecard_TESTING.csv`` for TESTING), or None for data without a truth folder."""

@@ -5,7 +5,7 @@ Template (``nilearn/datasets/data/mni_icbm152_{t1,gm,wm}_tal_nlin_sym_09a_conver
 197x233x189 at 1 mm, MNI ``x = i - 98, y = j - 134, z = k - 72``): grey and white matter are its
 probability maps; the intracranial volume is the skull-stripped T1's support; CSF is what the
 intracranial volume leaves (sulci, cisterns, the ventricles); deep grey matter (caudate,
-lentiform nucleus, thalamus) is grey matter more than 18 mm under the brain's surface (36 HU);
+lentiform nucleus, thalamus) is grey matter more than 18 mm under the brain's surface (37 HU);
 the ventricles are the template's own (its CSF deep inside), so they change with level. Skull and scalp are shells around the
 intracranial volume at their distance outside it (bone 4-6.5 mm: dense tables 1400-1900 HU around
 a darker diploe; scalp 2.5-5 mm: galea and fat mixed at 15 HU under 1.5 mm of skin at 38 HU; air is
@@ -18,7 +18,7 @@ Slabs: the first slice's MNI height is drawn so that the slab centre lies around
 (SD 14 mm: mostly basal ganglia to supraventricular levels, some lower), kept inside -40..+78 mm.
 Each 5 mm slice averages three planes 1.67 mm apart (partial volume), resampled to 256x256 at 0.976562 mm.
 
-Tissue HU (docs/decisions.md §6): GM 38, deep GM 36, WM 30, CSF 8; background -23 (the real files clip air).
+Tissue HU (docs/decisions.md §6): GM 39, deep GM 37, WM 29, CSF 8; background -23 (the real files clip air).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-HU = {"GM": 38.0, "deepGM": 36.0, "WM": 30.0, "CSF": 8.0, "skin": 38.0, "scalp": 15.0, "blood": 45.0}
+HU = {"GM": 39.0, "deepGM": 37.0, "WM": 29.0, "CSF": 8.0, "skin": 38.0, "scalp": 15.0, "blood": 45.0}
 BACKGROUND_HU = -23.0
 SPACING_XY = 0.976562
 SLICE_MM = 5.0003

@@ -13,22 +13,31 @@ PCA                     0.14  PCA temporal + occipital + posterior choroidal/tha
 perforator (lacunar)    0.08  lateral lenticulostriate or thalamoperforators, tiny lesions
 ======================  ====  ===============================================
 
-Within the occluded territory (tissue only), the hypoperfused region (penumbra plus core) grows
-from the occlusion's deep origin (lenticulostriate and insular for the MCA, the territory's
-deepest part otherwise) outward; a per-patient collateral grade ``g ~ U(0, 1)`` and a smooth
-collateral field (SD 0.35, ~15 mm) make its border irregular. The core grows the same way inside
-it with a rougher border. Volumes: the OT seen by the slab is log-normal, median 14 mL, sigma 1.1
-(0.1-150 mL, at most 80 % of the territory in view), 0.2-2 mL for perforators; the core on CTP is
-10-50 % of it (CTP cores underestimate the DWI lesion: this sets the classical baseline's Dice near
-real ISLES's 0.29); the penumbra is what the OT's growth implies (below), capped by the territory.
+Within the occluded territory (tissue only), the hypoperfused region grows from the occlusion's
+deep origin (lenticulostriate and insular for the MCA, the territory's deepest part otherwise)
+outward; a smooth collateral field (SD 0.35, ~15 mm) makes its border irregular. It is graded
+(docs/decisions.md §6): a severe zone (Tmax > 10 s) around the origin inside a milder rim (Tmax
+6-10 s), the severe share being the hypoperfusion intensity ratio ``HIR = 0.2 + 0.45 (1 - g)``
+(collateral grade ``g ~ U(0, 1)``: good collaterals, a wide mild rim; DEFUSE 2's median ~0.4).
+
+The territory is the atlas's widened by 12 mm into the same side's tissue (:func:`borderzone`).
+Volumes: the OT seen by the slab is log-normal, median 19 mL, sigma 1.1 (0.1-150 mL, at most 30 %
+of the territory in view), 0.2-2 mL for perforators. The hypoperfusion is ``r`` times the OT, ``r``
+log-normal, median 6, sigma 0.5 (2-30; capped by the territory): DEFUSE 3's DWI lesions are a
+small part of Tmax > 6 s. The core on CTP is 40-90 % of the OT (the OT is drawn 36 min later, so
+most of it is already core: rCBF < 38 % is about unbiased against early DWI, Cereda 2016), in the
+severe zone, with a rougher border.
 
 Time (per patient): onset-to-CT ``t_ct`` ~ log-normal, median 150 min, sigma 0.6, 30-720 min;
 CT-to-DWI ``t_dwi`` ~ log-normal, median 36 min, sigma 0.5. NCCT: net water uptake of the core
-grows 2.6 %/h (Broocks et al. 2018) up to 30 %, so its hypodensity is ``HU_tissue * NWU`` (faint
-early: ~2-3 HU at 2 h; obvious late: ~8 HU at 8 h). OT (drawn on DWI ``t_dwi`` after the CTP):
-the core plus the penumbra lost in that interval, nearest the core; the fraction lost is
-``1 - exp(-t_dwi / tau)``, ``tau = 15 * 10 ** (1.5 g)`` min (poor collaterals: fast growth), so
-the penumbra is ``(OT - core) / lost``: small behind poor collaterals, wide behind good ones.
+grows 3.2 %/h up to 30 %, so its hypodensity is ``HU_tissue * NWU`` (faint early: ~2-3 HU at 2 h;
+obvious late: ~9 HU at 8 h). Published rates are 2.5-2.6 %/h (Minnerup 2016, Broocks 2018); the
+phantom's is set a little higher so that, after partial volume with CSF and the core's ragged
+border, the measured hypodensity 2-4 h after onset lies in the published 2-5 HU. OT (drawn on DWI ``t_dwi`` after the CTP):
+the core plus the severe penumbra nearest it that infarcts in that interval, plus, in 60 % of the
+patients, a reperfused part (5-35 % of the OT): tissue already infarcted outside the hypoperfusion,
+where a branch recanalised before the CTP, invisible on the perfusion maps (real DWI lesions are
+not always inside Tmax > 6 s).
 """
 
 from __future__ import annotations
@@ -48,14 +57,17 @@ SITES = {
     "perforator": (0.08, (5, 21)),
 }
 DEEP_ORIGIN = (3, 5, 15, 21)  # labels where the hypoperfusion starts when the territory has them
-NWU_PER_HOUR, NWU_MAX = 0.026, 0.30
-CORE_FRACTION = (0.1, 0.5)  # of the OT already core on CTP
+NWU_PER_HOUR, NWU_MAX = 0.032, 0.30
+CORE_FRACTION = (0.4, 0.9)  # of the OT already core on CTP
+HYPOPERFUSION_RATIO = (6.0, 0.5, 2.0, 30.0)  # Tmax > 6 s volume / OT: log-normal median, sigma, clip
+REPERFUSED = (0.6, 0.05, 0.35)
+BORDERZONE_MM = 12.0  # probability of a reperfused part, its share of the OT (uniform)
 
 
-def lost_fraction(times: dict) -> float:
-    """Fraction of the penumbra infarcted between CTP and DWI: ``1 - exp(-t_dwi / tau)``, with
-    ``tau = 15 * 10 ** (1.5 g)`` min (collateral grade ``g``: poor 15 min, good 470 min)."""
-    return float(1 - np.exp(-times["ct_to_dwi_min"] / (15 * 10 ** (1.5 * times["collaterals"]))))
+def intensity_ratio(collaterals: float) -> float:
+    """Severe (Tmax > 10 s) share of the hypoperfusion: 0.65 behind poor collaterals, 0.2 behind
+    good ones (the hypoperfusion intensity ratio; DEFUSE 2 median ~0.4, Olivot 2014)."""
+    return 0.2 + 0.45 * (1 - collaterals)
 
 
 def onset_times(rng) -> dict:
@@ -112,11 +124,23 @@ def _origin_distance(labels: np.ndarray, terr: np.ndarray, spacing) -> np.ndarra
     return ndimage.distance_transform_edt(~deep, sampling=spacing).astype(np.float32)
 
 
+def borderzone(
+    labels: np.ndarray, tissue: np.ndarray, terr: np.ndarray, spacing, mm: float = BORDERZONE_MM
+) -> np.ndarray:
+    """``terr`` widened by ``mm`` into the same side's tissue: an atlas territory is a population's
+    average, and an individual's border with its neighbours lies up to a centimetre or more away
+    (the borderzone), which a proximal occlusion's hypoperfusion reaches."""
+    same_side = tissue & (labels > 0) & (labels % 2 == int(labels[terr].flat[0]) % 2)
+    return same_side & (ndimage.distance_transform_edt(~terr, sampling=spacing) <= mm)
+
+
 def ischaemia(rng, labels: np.ndarray, tissue: np.ndarray, spacing: tuple, times: dict, n_slabs: int = 1) -> dict:
     """Core, penumbra and OT masks and the occluded territory of one patient's slices (the OT
     target scales with the number of slabs, each of which sees about one slab's worth)."""
     site, side, terr = choose_site(rng, labels, tissue)
-    ot_ml = rng.uniform(0.2, 2.0) if site == "perforator" else np.clip(rng.lognormal(np.log(14), 1.1), 0.1, 150)
+    if site != "perforator":
+        terr = borderzone(labels, tissue, terr, spacing)
+    ot_ml = rng.uniform(0.2, 2.0) if site == "perforator" else np.clip(rng.lognormal(np.log(19), 1.1), 0.1, 150)
     return _lesion(rng, labels, terr, spacing, times, ot_ml * n_slabs) | {
         "site": site,
         "side": "left" if side < 0 else "right",
@@ -137,28 +161,55 @@ def second_focus(rng, les: dict, labels, tissue, spacing, times, sl: slice) -> d
     if terr.sum() < 20:
         return les
     extra = _lesion(rng, labels, terr, spacing, times, float(rng.uniform(0.5, 5)))
-    for k in ("core", "ot"):
+    for k in ("core", "ot", "reperfused"):
         les[k] = les[k] | extra[k]
-    les["penumbra"] = (les["penumbra"] | extra["penumbra"]) & ~les["core"] & les["occluded"]
+    for k in ("penumbra", "severe"):
+        les[k] = (les[k] | extra[k]) & ~les["core"] & les["occluded"]
     return les
 
 
 def _lesion(rng, labels, terr: np.ndarray, spacing, times: dict, ot_ml: float) -> dict:
-    """Hypoperfused region, core and OT of ``ot_ml`` inside ``terr``, grown from its deep origin."""
+    """Graded hypoperfusion, core, OT and reperfused part of ``ot_ml`` inside ``terr``, grown from
+    its deep origin (module docstring)."""
     voxel_ml = float(np.prod(spacing)) / 1000
-    n_ot = min(max(int(round(ot_ml / voxel_ml)), 3), int(0.8 * terr.sum()))
-    n_core = max(int(n_ot * rng.uniform(*CORE_FRACTION)), 2)
-    lost = lost_fraction(times)
-    n_hyp = int(np.clip(n_core + (n_ot - n_core) / lost, n_ot + 1, 0.95 * terr.sum()))
+    n_terr = int(terr.sum())
+    n_ot = min(max(int(round(ot_ml / voxel_ml)), 3), int(0.3 * n_terr))
+    median, sigma, lo, hi = HYPOPERFUSION_RATIO
+    n_hyp = int(np.clip(n_ot * np.clip(rng.lognormal(np.log(median), sigma), lo, hi), n_ot + 2, 0.95 * n_terr))
+    p_rep, *share = REPERFUSED
+    n_rep = int(n_ot * rng.uniform(*share)) if rng.uniform() < p_rep else 0
+    n_core = max(int((n_ot - n_rep) * rng.uniform(*CORE_FRACTION)), 2)
+    n_severe = int(np.clip(n_hyp * intensity_ratio(times["collaterals"]), 1.2 * (n_ot - n_rep), n_hyp - 1))
     dist = _origin_distance(labels, terr, spacing)
     scale = (n_hyp * voxel_ml * 1000) ** (1 / 3)
     field = lambda mm: smooth_field(rng, terr.shape, mm / spacing[0])  # noqa: E731
-    collateral = 0.35 * field(15)
-    hyp = _top_k(-dist / scale + collateral, terr, n_hyp)
-    core = _top_k(-dist / scale + collateral + 0.5 * field(5), hyp, n_core)
+    score = -dist / scale + 0.35 * field(15)
+    hyp = _top_k(score, terr, n_hyp)
+    severe = _top_k(score + 0.15 * field(8), hyp, n_severe)
+    core = _top_k(score + 0.5 * field(5), severe, n_core)
     from_core = ndimage.distance_transform_edt(~core, sampling=spacing)
-    grow = _top_k(-from_core + 1.5 * field(4), hyp & ~core, min(n_ot - n_core, int(hyp.sum() - core.sum()) - 1))
-    return {"core": core, "penumbra": hyp & ~core, "ot": core | grow, "occluded": terr}
+    grow = _top_k(-from_core + 1.5 * field(4), severe & ~core, n_ot - n_rep - n_core)
+    reperfused = _reperfused(rng, terr & ~hyp, hyp, spacing, n_rep)
+    return {
+        "core": core | reperfused,
+        "penumbra": hyp & ~core,
+        "severe": severe & ~core,
+        "reperfused": reperfused,
+        "ot": core | grow | reperfused,
+        "occluded": terr,
+    }
+
+
+def _reperfused(rng, outside: np.ndarray, hyp: np.ndarray, spacing, n: int) -> np.ndarray:
+    """``n`` voxels of ``outside`` next to the hypoperfusion, around one random point of its rim:
+    an infarct whose branch recanalised before the CTP."""
+    if n < 3 or outside.sum() < 2 * n:
+        return np.zeros(outside.shape, bool)
+    rim = outside & ndimage.binary_dilation(hyp, np.ones((3, 3, 1)), iterations=2)
+    candidates = np.flatnonzero(rim if rim.any() else outside)
+    seed = np.zeros(outside.shape, bool)
+    seed.flat[candidates[rng.integers(len(candidates))]] = True
+    return _top_k(-ndimage.distance_transform_edt(~seed, sampling=spacing), outside, n)
 
 
 def _group(label: int) -> str:

@@ -1,9 +1,15 @@
 """The forward model: tissue values, the 4D CT perfusion series, the NCCT, and the maps computed
 from the noisy series; :func:`simulate_patient` ties anatomy, territories and ischaemia together.
 
-Tissue values (docs/decisions.md §6, ml/100g/min, ml/100g, s): GM CBF 55, CBV 4.0; WM 22, 2.0; delay 0.5 s;
-penumbra GM/WM CBF 25/15, CBV 4.0/2.4, delay 8 s; core GM/WM CBF 6/4, CBV 1.2/0.8, delay 12 s;
-MTT = 60 CBV/CBF; each jittered +-8 % per patient, with a smooth +-10 % texture.
+Tissue values (docs/decisions.md §6, ml/100g/min, ml/100g, s): healthy GM CBF 55, CBV 4.0; WM 22,
+2.0; delay 0.5 s. Each ischaemic state scales both tissues' CBF and CBV by factors drawn per
+patient (:data:`STATES`), so one patient's core can be another's severe penumbra and no single
+rCBF threshold is right for all, while CBV (kept up by autoregulation in the penumbra, down in the
+core) tells them apart: mild penumbra CBF x0.6-0.85, CBV x1.0-1.2, Tmax 7-9.5 s; severe penumbra
+CBF x0.25-0.5, CBV x0.9-1.15, Tmax 11.5-16 s; core CBF x0.04-0.3, CBV x0.45-0.8, the severe Tmax
+plus 0-2 s; reperfused infarct CBF x0.9-1.3, CBV x1.0-1.2, Tmax 0.5-2 s. MTT = 60 CBV/CBF; each
+value jittered +-8 % per patient, with a smooth +-10 % texture. The arrival delay is what puts the
+residue's maximum (later for a dispersed one) at that Tmax.
 
 Series: indicator dilution on a 0.05 s grid (gamma-variate AIF, t0 3-8 s, alpha 2.5-3.5, beta
 1.5-2.5 s, peak 280-420 HU, recirculation in half the patients; exponential residue, extra
@@ -39,15 +45,43 @@ from .anatomy import HU, SLICE_MM, SPACING_XY, anatomy, patient_pose, slab_heigh
 from .ischaemia import core_hypodensity, ischaemia, onset_times, second_focus
 from .territories import load_territories
 
-#: (CBF ml/100g/min, CBV ml/100g, delay s, dispersion s) per (state, tissue), docs/decisions.md §6.
-TISSUE = {
-    ("normal", "GM"): (55.0, 4.0, 0.5, 0.0),
-    ("normal", "WM"): (22.0, 2.0, 0.5, 0.0),
-    ("penumbra", "GM"): (25.0, 4.0, 8.0, 2.0),
-    ("penumbra", "WM"): (15.0, 2.4, 8.0, 2.0),
-    ("core", "GM"): (6.0, 1.2, 12.0, 3.0),
-    ("core", "WM"): (4.0, 0.8, 12.0, 3.0),
+#: Healthy (CBF ml/100g/min, CBV ml/100g) per tissue, docs/decisions.md §6.
+HEALTHY = {"GM": (55.0, 4.0), "WM": (22.0, 2.0)}
+#: Per ischaemic state, the ranges (uniform, per patient) of CBF and CBV relative to healthy tissue,
+#: the true Tmax (s; the core's is added to the severe penumbra's) and the extra dispersion (s).
+STATES = {
+    "normal": ((1.0, 1.0), (1.0, 1.0), (0.5, 0.5), 0.0),
+    "mild": ((0.6, 0.85), (1.0, 1.2), (7.0, 9.5), 1.5),
+    "severe": ((0.25, 0.5), (0.9, 1.15), (11.5, 16.0), 2.5),
+    "core": ((0.04, 0.3), (0.45, 0.8), (0.0, 2.0), 3.0),
+    "reperfused": ((0.9, 1.3), (1.0, 1.2), (0.5, 2.0), 0.5),
 }
+#: (CBF, CBV, Tmax, dispersion) per (state, tissue) at the middle of each range: the median patient.
+TISSUE = {
+    (state, tissue): (
+        cbf * sum(f_cbf) / 2,
+        cbv * sum(f_cbv) / 2,
+        sum(delay) / 2 + (sum(STATES["severe"][2]) / 2 if state == "core" else 0),
+        disp,
+    )
+    for state, (f_cbf, f_cbv, delay, disp) in STATES.items()
+    for tissue, (cbf, cbv) in HEALTHY.items()
+}
+
+
+def tissue_values(rng) -> dict:
+    """One patient's (CBF, CBV, Tmax, dispersion) per (state, tissue): :data:`STATES`' factors
+    drawn once per patient, each value then jittered +-8 %."""
+    draw = {state: [rng.uniform(*f_cbf), rng.uniform(*f_cbv), rng.uniform(*delay), disp]
+            for state, (f_cbf, f_cbv, delay, disp) in STATES.items()}  # fmt: skip
+    draw["core"][2] += draw["severe"][2]
+    values = {}
+    for (state, tissue), _ in TISSUE.items():
+        f_cbf, f_cbv, tmax, disp = draw[state]
+        cbf, cbv = HEALTHY[tissue]
+        jitter = rng.uniform(0.92, 1.08, 2)
+        values[(state, tissue)] = (cbf * f_cbf * jitter[0], cbv * f_cbv * jitter[1], tmax, disp)
+    return values
 
 
 @dataclass
@@ -75,19 +109,19 @@ def _territories(atlas: str | None):
     return load_territories(atlas, warn=False)
 
 
-def tissue_table(t_frames, aif_fine, t_fine, jitter: dict) -> tuple[np.ndarray, list, dict]:
-    """The six unit-fraction tissue curves ``(6, T)`` sampled at ``t_frames``, their keys, and
-    per-key (CBF, CBV, delay, true Tmax) after the patient's jitter."""
-    keys = list(TISSUE)
+def tissue_table(t_frames, aif_fine, t_fine, tissue: dict) -> tuple[np.ndarray, list, dict]:
+    """The unit-fraction tissue curves ``(K, T)`` sampled at ``t_frames``, one per (state, tissue)
+    of ``tissue`` (:func:`tissue_values`), their keys, and per key (CBF, CBV, delay, true Tmax):
+    the delay is the Tmax less the time of the dispersed residue's maximum."""
+    keys = list(tissue)
     curves, values = [], {}
     for key in keys:
-        cbf, cbv, delay, disp = TISSUE[key]
-        cbf, cbv = cbf * jitter[key], cbv * jitter[key] * jitter["cbv"]
+        cbf, cbv, tmax, disp = tissue[key]
         mtt = 60 * cbv / cbf
+        delay = max(tmax - t_fine[np.argmax(perfusion.residue(t_fine, mtt, disp))], 0.0)
         c = perfusion.tissue_curve(t_fine, aif_fine, cbf, mtt, delay, disp)
         curves.append(np.interp(t_frames, t_fine, c))
-        r = perfusion.residue(t_fine, mtt, disp)
-        values[key] = (cbf, cbv, delay, delay + t_fine[np.argmax(r)])
+        values[key] = (cbf, cbv, delay, delay + t_fine[np.argmax(perfusion.residue(t_fine, mtt, disp))])
     return np.array(curves, np.float32), keys, values
 
 
@@ -118,9 +152,9 @@ def patient_lesion(rng, anat: dict, spacing, times: dict, slabs) -> dict:
 
 
 def registration_error(rng) -> np.ndarray:
-    """In-plane shift (mm) of the OT, drawn on DWI and registered to the CTP: N(0, 1.2 mm) per
+    """In-plane shift (mm) of the OT, drawn on DWI and registered to the CTP: N(0, 1.5 mm) per
     axis, so 1-2 mm in all (a 5 mm slice thickness hides any through-plane error)."""
-    return rng.normal(0, 1.2, 2)
+    return rng.normal(0, 1.5, 2)
 
 
 def _pv(mask: np.ndarray, sigma: float = 0.6) -> np.ndarray:
@@ -129,14 +163,16 @@ def _pv(mask: np.ndarray, sigma: float = 0.6) -> np.ndarray:
 
 def tissue_weights(rng, anat: dict, les: dict) -> dict:
     """Partial-volume weight of each (state, tissue) curve per voxel, with the perfusion texture."""
-    w_core, w_pen = _pv(les["core"]), _pv(les["penumbra"])
-    w_norm = np.clip(1 - w_core - w_pen, 0, 1)
+    masks = {
+        "core": les["core"] & ~les["reperfused"],
+        "severe": les["severe"],
+        "mild": les["penumbra"] & ~les["severe"],
+        "reperfused": les["reperfused"],
+    }
+    w = {state: _pv(m) for state, m in masks.items()}
+    w["normal"] = np.clip(1 - sum(w.values()), 0, 1)
     texture = 1 + 0.1 * _smooth(rng, anat["GM"].shape, 6 / SPACING_XY)
-    weights = {}
-    for state, w_s in (("normal", w_norm), ("penumbra", w_pen), ("core", w_core)):
-        weights[(state, "GM")] = w_s * anat["GM"] * texture
-        weights[(state, "WM")] = w_s * anat["WM"] * texture
-    return weights
+    return {(state, tissue): w[state] * anat[tissue] * texture for state, tissue in TISSUE}
 
 
 def _smooth(rng, shape, sigma_px):
@@ -279,9 +315,8 @@ def simulate_patient(seed: int, slabs: list[int], config: PhantomConfig) -> list
     if any(les["ot"][:, :, sl].sum() < max(1, les["ot_dwi"][:, :, sl].sum() // 2) for sl in _slab_slices(slabs)):
         les["ot"], shift_mm = les["ot_dwi"], np.zeros(2)  # too small to survive the shift
     weights = tissue_weights(rng, anat, les)
-    jitter = {k: rng.uniform(0.92, 1.08) for k in TISSUE} | {"cbv": rng.uniform(0.95, 1.05)}
     bol = bolus(rng, config)
-    table, _, values = tissue_table(bol["t_frames"], bol["aif_fine"], bol["t_fine"], jitter)
+    table, _, values = tissue_table(bol["t_frames"], bol["aif_fine"], bol["t_fine"], tissue_values(rng))
     true = true_maps(weights, values)
     ct, darkening = ncct(rng, anat, les, times, config)
     art, sinus = vessels(rng, anat, -1 if les["side"] == "right" else 1)
@@ -297,7 +332,13 @@ def simulate_patient(seed: int, slabs: list[int], config: PhantomConfig) -> list
     vols = {"CT": ct, "CBF": maps.CBF * cbf_scale, "CBV": maps.CBV * cbv_scale, "MTT": maps.MTT, "Tmax": maps.Tmax}
     vols |= {"OT": les["ot"], "4DPWI": series}
     truth = {k: true[k] for k in ("CBF", "CBV", "MTT", "Tmax", "delay")}
-    truth |= {"core": les["core"], "penumbra": les["penumbra"], "brain": anat["brain"], "occluded": les["occluded"]}
+    truth |= {
+        "core": les["core"],
+        "penumbra": les["penumbra"],
+        "severe": les["severe"],
+        "brain": anat["brain"],
+        "occluded": les["occluded"],
+    }
     truth |= {"territory": anat["territory"], "ot_dwi": les["ot_dwi"]}
     extra = {"n_frames": bol["n_frames"], "ct_core_darkening_hu": round(darkening, 2)}
     extra |= {"ot_shift_x_mm": round(float(shift_mm[0]), 2), "ot_shift_y_mm": round(float(shift_mm[1]), 2)}
