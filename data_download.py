@@ -3,12 +3,13 @@
 
     python data_download.py isles2018 --archive ISLES2018_Training.zip [--md5 HEX] [--out DIR] [--force]
     python data_download.py isles2018 --url URL --md5 HEX [--out DIR] [--force]
+    python data_download.py isles24 --from DIR [--out DIR] [--series] [--force]
     python data_download.py atlas [--out DIR] [--from SRC]
     python data_download.py synthetic [--out DIR] [--atlas DIR] [--train-cases 94] [--test-cases 62] [--seed 0] [--force]
     python data_download.py verify DIR
 
 The data folder is ``--out``, else ``$STROKE_DATA_DIR``, else ``./data``; ISLES 2018 goes to
-``DATA/isles2018``, the arterial territory atlas (JHU, CC BY-SA 4.0) to ``DATA/atlas`` and the phantom to
+``DATA/isles2018``, ISLES 2024 (converted from a local copy) to ``DATA/isles24``, the arterial territory atlas (JHU, CC BY-SA 4.0) to ``DATA/atlas`` and the phantom to
 ``DATA/synthetic`` (built with the atlas's territories when ``DATA/atlas`` holds it, else with
 geometric territories and a warning). Importable: :func:`main` takes argv.
 """
@@ -32,6 +33,19 @@ def _isles(args) -> int:
     splits = fetch_isles2018(out, archive=args.archive, url=args.url, md5=args.md5, force=args.force)
     print(f"installed {', '.join(splits)} into {out}")
     return _verify(argparse.Namespace(dir=out))
+
+
+def _isles24(args) -> int:
+    from stroke_helpers.isles24 import MANIFEST, convert, read_manifest
+
+    out = convert(args.source, args.out, series=args.series, force=args.force, progress=not args.no_progress)
+    cases = read_manifest(out)["cases"]
+    print(f"converted {len(cases)} ISLES 2024 cases from {args.source} into {out} (sources and md5s: {out / MANIFEST})")
+    summaries, problems = verify_dataset(out)
+    print(format_summary(summaries))
+    for p in problems:  # only what the conversion keeps on purpose can be left here (an empty mask)
+        print(f"note: {p}")
+    return 0
 
 
 def _atlas(args) -> int:
@@ -82,6 +96,14 @@ def parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="replace installed splits (TRAINING/, TESTING/ of case_N folders only)"
     )
     isles.set_defaults(func=_isles)
+
+    i24 = sub.add_parser("isles24", help="convert a local copy of ISLES 2024 (BIDS) into the layout the loader reads")
+    i24.add_argument("--from", dest="source", type=Path, required=True, help="the unpacked training release")
+    i24.add_argument("--out", help="dataset folder (default: $STROKE_DATA_DIR/isles24 or ./data/isles24)")
+    i24.add_argument("--series", action="store_true", help="also convert the 4D CTP series (large)")
+    i24.add_argument("--force", action="store_true", help="replace a dataset this command converted (nothing else)")
+    i24.add_argument("--no-progress", action="store_true", help="no progress bar")
+    i24.set_defaults(func=_isles24)
 
     atl = sub.add_parser("atlas", help="fetch the arterial territory atlas (checksum-pinned) for the phantom")
     atl.add_argument("--out", help="atlas folder (default: $STROKE_DATA_DIR/atlas or ./data/atlas)")

@@ -1,15 +1,22 @@
-"""Classical baselines, per study: the RAPID-style core (relative CBF < 30 %) from the provided
-maps, and an NCCT-only hypodensity (the lesion darker than its mirror across the midline).
+"""Classical baselines, per study: the RAPID-style core (relative CBF < 30 %) and the
+hypoperfused region (Tmax > 6 s) from the provided maps, and an NCCT-only hypodensity (the
+lesion darker than its mirror across the midline).
 
     python -m stroke_helpers baseline DATA_DIR [--split TRAINING|TESTING] [--out FILE.json]
 
 Works on real ISLES 2018 and on the phantom alike (it reads the maps through the loader). On real
 ISLES 2018 this baseline scores Dice 0.29 over the 94 training cases (docs/decisions.md §5); learned models
 must beat it clearly.
+
+The experiment grid scores all three (:data:`THRESHOLDS`, :func:`score_thresholds`) on the
+networks' own validation and test studies with the networks' metrics
+(:func:`~stroke_helpers.metrics.study_metrics`, native resolution), so the report sets them
+beside the networks and compares them paired.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,8 +26,9 @@ from tqdm.auto import tqdm
 
 from . import files
 from .datasets import brain_mask
-from .isles import SPLITS, IslesError, check_cases, discover_cases, load_study
-from .metrics import dice, precision
+from .isles import SPLITS, IslesError, Study, check_cases, discover_cases, load_study
+from .isles24 import NO_TEST_LABELS, is_converted
+from .metrics import dice, lesion_metrics, precision, study_metrics, summarise
 from .perfusion import core_rcbf, hypoperfusion_tmax, tissue_mask
 from .truth import has_test_truth, truth_mask
 
@@ -63,6 +71,8 @@ def baseline_cases(root: str | Path, split: str) -> list[Path]:
     """The case folders of ``split``, each checked, and with an expert mask to score against."""
     if split not in SPLITS:
         raise ValueError(f"split must be {' or '.join(SPLITS)}, not {split!r}")
+    if split == "TESTING" and is_converted(root):
+        raise IslesError(f"{root}: {NO_TEST_LABELS.replace('--split val', 'TRAINING')}")
     if split == "TESTING" and not has_test_truth(root):
         raise IslesError(
             f"{root}: cannot score TESTING: no truth/TESTING folder with its expert masks "
@@ -100,6 +110,64 @@ def ncct_baseline(root: str | Path, studies: list[str], drop_hu: float = 2.0) ->
             study.mask = truth_mask(root, study)
         out[name] = dice(ncct_hypodensity(study.CT, brain_mask(study), drop_hu), study.mask.astype(bool))
     return out
+
+
+#: The classical threshold methods set beside the networks: folder name -> label. The folder
+#: names are those of :meth:`~stroke_helpers.runs.ResultsFolder.threshold`.
+THRESHOLDS = {
+    "rcbf_below_30": "rCBF < 30 %",
+    "tmax_above_6s": "Tmax > 6 s",
+    "ncct_hypodensity": "NCCT hypodensity",
+}
+#: What each method reads: the modalities loaded for :func:`threshold_masks`.
+THRESHOLD_INPUTS = ("CT", "CBV", "CBF", "Tmax")
+
+
+def threshold_masks(study: Study, drop_hu: float = 2.0) -> dict[str, np.ndarray]:
+    """Each of :data:`THRESHOLDS` on one study (``CT``, ``CBV``, ``CBF`` and ``Tmax`` loaded),
+    exactly as :func:`classical_baseline` (rCBF < 30 %, Tmax > 6 s, CSF and vessels excluded)
+    and :func:`ncct_baseline` (the brain found on CT alone: an NCCT-only method) compute them."""
+    tissue = tissue_mask(study.CT, brain_mask(study), cbv=study.CBV)
+    ct_only = dataclasses.replace(study, images={"CT": study.CT})
+    return {
+        "rcbf_below_30": core_rcbf(study.CBF, tissue, study.Tmax),
+        "tmax_above_6s": hypoperfusion_tmax(study.Tmax, tissue),
+        "ncct_hypodensity": ncct_hypodensity(study.CT, brain_mask(ct_only), drop_hu),
+    }
+
+
+def score_thresholds(root: str | Path, studies: list[str], progress: bool = True) -> dict[str, list[dict]]:
+    """``{method: rows}`` for each of :data:`THRESHOLDS` on ``studies`` (``"TRAINING/case_N"``;
+    TESTING masks come from the phantom's truth folder): per study, the rows
+    :func:`~stroke_helpers.inference.evaluate` writes for a network (every metric at native
+    resolution, on a converted ISLES 2024 dataset the lesion-wise scores too, the lesion and
+    predicted volumes), so both are scored by the same code."""
+    rows: dict[str, list[dict]] = {name: [] for name in THRESHOLDS}
+    lesionwise = is_converted(root)  # as evaluate does
+    for name in tqdm(studies, desc="threshold baselines", disable=not progress):
+        study = load_study(Path(root) / name, modalities=THRESHOLD_INPUTS, require_mask=not name.startswith("TESTING/"))
+        if study.mask is None:
+            study.mask = truth_mask(root, study)
+        truth = study.mask.astype(bool)
+        for method, pred in threshold_masks(study).items():
+            row = {"study": name, **study_metrics(pred, truth, study.spacing)}
+            if lesionwise:
+                row |= lesion_metrics(pred, truth)
+            row["lesion_ml"], row["predicted_ml"] = study.lesion_ml, float(pred.sum()) * study.voxel_ml
+            rows[method].append(row)
+    return rows
+
+
+def threshold_result(method: str, split: str, rows: list[dict]) -> dict:
+    """One method's scores in the layout of a run's ``metrics*.json`` (what
+    :func:`~stroke_helpers.runs.read_metrics` reads)."""
+    return {
+        "run": f"thresholds/{method}",
+        "name": THRESHOLDS[method],
+        "split": split,
+        "studies": rows,
+        "summary": summarise(rows),
+    }
 
 
 def report_baseline(data: str | Path, split: str = "TRAINING", out: Path | None = None, force: bool = False) -> dict:

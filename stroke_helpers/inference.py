@@ -24,7 +24,8 @@ from .cascade import normalise_ms, synthetic_map
 from .datasets import build_slices, preprocess_study, to_native
 from .engine import autocast_dtype, is_main_process, predict_logits, resolve_device
 from .isles import IslesError, find_case_files, load_study, write_like
-from .metrics import METRICS, study_metrics, summarise
+from .isles24 import NO_TEST_LABELS, is_converted
+from .metrics import LESION_METRICS, METRICS, lesion_metrics, study_metrics, summarise
 from .runs import (
     RunError,
     RunFolder,
@@ -45,7 +46,8 @@ THRESHOLD = 0.5
 class Predictor:
     """A trained run, ready to predict: ``predictor(images) -> probabilities (N, S, S)``."""
 
-    def __init__(self, run_dir: str | Path, device: str = "auto"):
+    def __init__(self, run_dir: str | Path, device: str = "auto", precision: str | None = None):
+        """``precision``: the autocast policy to predict with (default: the run's own)."""
         self.run_dir = Path(run_dir)
         if not self.run_dir.is_dir():
             raise RunError(f"{run_dir}: no such run folder")
@@ -60,7 +62,7 @@ class Predictor:
             self.model, self.config = load_model(self.run_dir, device=self.device)
         self.size = self.config.settings.size
         self.channels = self.config.channels
-        self.dtype = autocast_dtype(self.device, self.config.precision)
+        self.dtype = autocast_dtype(self.device, precision or self.config.precision)
 
     @property
     def split(self) -> dict[str, list[str]]:
@@ -86,21 +88,26 @@ def evaluate(
     progress: bool = True,
     data: str | Path | None = None,
     write: bool = True,
+    precision: str | None = None,
 ) -> dict:
     """Score a run per study at native resolution; writes ``RUN/metrics.json`` (``val``) or
     ``RUN/metrics_{split}.json`` (unless ``write=False``) and returns it. ``split``: ``val``,
     ``train`` or ``test`` (the synthetic TESTING split, whose truth the phantom keeps under
-    ``truth/``); ``data``: the dataset folder (default: the one the run was trained on)."""
+    ``truth/``); ``data``: the dataset folder (default: the one the run was trained on). On a
+    converted ISLES 2024 dataset each study also gets the challenge's lesion-wise F1 and
+    lesion-count difference (:func:`~stroke_helpers.metrics.lesion_metrics`). ``precision``
+    overrides the run's autocast policy (``fp32``: what a CPU without bf16 units computes)."""
     if split not in ("val", "train", "test"):
         raise ValueError(f"split must be val, train or test, not {split!r}")
     if write and in_shipped_checkpoint(run_dir):
         raise RunError(f"{run_dir}: part of the shipped checkpoint, which is never rewritten (its scores are in it)")
     if split == "test":
         require_test_truth(run_dir, data)
-    predictor = Predictor(run_dir, device)
+    predictor = Predictor(run_dir, device, precision)
     data = Path(data or predictor.config.data)
     arrays = build_slices(data, "TESTING" if split == "test" else "TRAINING", predictor.size, progress=progress)
     names = arrays.studies if split == "test" else predictor.split[split]
+    lesionwise = is_converted(data)  # ISLES 2024 ranks on them too
     rows = []
     for i in tqdm(study_indices(arrays, names), desc=f"evaluate {split}", disable=not progress, leave=False):
         name = arrays.studies[i]
@@ -108,6 +115,8 @@ def evaluate(
         probs = predictor(arrays.images[arrays.study_index == i])
         pred = to_native(probs, truth_study.shape) > THRESHOLD
         row = {"study": name, **study_metrics(pred, truth_study.mask, truth_study.spacing)}
+        if lesionwise:
+            row |= lesion_metrics(pred, truth_study.mask)
         row["lesion_ml"], row["predicted_ml"] = truth_study.lesion_ml, float(pred.sum() * truth_study.voxel_ml)
         rows.append(row)
     result = {
@@ -131,6 +140,8 @@ def require_test_truth(run_dir: str | Path, data: str | Path | None = None) -> N
     if data is None and not stage.config.exists():
         return  # not a run folder: Predictor says so
     data = Path(data) if data is not None else Path(load_config(stage).data)
+    if is_converted(data):
+        raise IslesError(f"{data}: {NO_TEST_LABELS}")
     if not has_test_truth(data):
         raise IslesError(
             f"{data}: cannot score split test: no truth/TESTING folder with the TESTING masks "
@@ -140,13 +151,15 @@ def require_test_truth(run_dir: str | Path, data: str | Path | None = None) -> N
 
 def format_metrics(result: dict) -> str:
     """The per-study table and the mean +- std line of an :func:`evaluate` result."""
-    lines = [f"{result['name']} ({result['split']}, {len(result['studies'])} studies)"]
-    lines.append(f"{'study':<20}" + "".join(f"{m:>15}" for m in METRICS))
-    for r in result["studies"]:
-        lines.append(f"{r['study']:<20}" + "".join(f"{r[m]:>15.3f}" for m in METRICS))
     s = result["summary"]
+    columns = (*METRICS, *(m for m in LESION_METRICS if m in s))
+    width = {m: max(15, len(m) + 2) for m in columns}
+    lines = [f"{result['name']} ({result['split']}, {len(result['studies'])} studies)"]
+    lines.append(f"{'study':<20}" + "".join(f"{m:>{width[m]}}" for m in columns))
+    for r in result["studies"]:
+        lines.append(f"{r['study']:<20}" + "".join(f"{r[m]:>{width[m]}.3f}" for m in columns))
     lines.append(
-        f"{'mean +- std':<20}" + "".join(f"{s[m]['mean']:.3f} +- {s[m]['std']:.3f}".rjust(15) for m in METRICS)
+        f"{'mean +- std':<20}" + "".join(f"{s[m]['mean']:.3f} +- {s[m]['std']:.3f}".rjust(width[m]) for m in columns)
     )
     return "\n".join(lines)
 

@@ -4,7 +4,7 @@ The one module that knows a location. Each place is chosen as nilearn's fetchers
 an argument, then an environment variable, then a default::
 
     data folder       argument  $STROKE_DATA_DIR     WORK/data
-    a dataset         argument  -                    DATA/<name>       (synthetic, synthetic_smoke, isles2018)
+    a dataset         argument  -                    DATA/<name>       (synthetic, synthetic_smoke, isles2018, isles24)
     the atlas         argument  -                    DATA/atlas
     results folder    argument  $STROKE_RESULTS      WORK/results/<preset>
     a reference CT    argument  $STROKE_REAL_CT      DATA/reference/real_ct.nii(.gz)
@@ -103,7 +103,7 @@ def data_root(path: str | os.PathLike | None = None) -> Path:
 
 
 def dataset(name: str, path: str | os.PathLike | None = None) -> Path:
-    """A dataset's folder: ``path``, else ``DATA/name`` (``synthetic``, ``isles2018``, ...)."""
+    """A dataset's folder: ``path``, else ``DATA/name`` (``synthetic``, ``isles2018``, ``isles24``, ...)."""
     return _given(path) or data_root() / name
 
 

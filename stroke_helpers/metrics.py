@@ -16,6 +16,12 @@ predict nothing, and a hand-made study may have no lesion):
   0 when both are empty, NaN when exactly one is (summaries average the finite values and say
   how many there were).
 - **AVD**: absolute volume difference ``| |P| - |T| |`` in mL.
+
+Lesion-wise, as the ISLES 2024 challenge scores (:func:`lesion_metrics`, docs/decisions.md §7):
+
+- **lesion F1**: each mask cut into connected lesions, predicted and true lesions matched one
+  to one, F1 = ``TP / (TP + (FP + FN) / 2)`` over lesions; 1 when both masks are empty.
+- **lesion-count difference**: ``| #true lesions - #predicted lesions |``.
 """
 
 from __future__ import annotations
@@ -74,6 +80,64 @@ def avd(pred: np.ndarray, truth: np.ndarray, spacing) -> float:
     return abs(int(pred.astype(bool).sum()) - int(truth.astype(bool).sum())) * voxel_ml
 
 
+#: Lesion-wise scores of the ISLES 2024 challenge (:func:`lesion_metrics`).
+LESION_METRICS = ("lesion_f1", "lesion_count_diff")
+#: IoU a predicted and a true lesion need to be matched. The challenge's ``utils/eval_utils.py``
+#: (ezequieldlrosa/isles24) sets 0.2 since its commit 94b3486 (16 Dec 2025); before it, panoptica's
+#: default of 0.5 applied.
+LESION_IOU = 0.2
+
+
+def lesions(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Connected lesions of a mask: labels and count. Voxels touching by a face, an edge or a
+    corner are one lesion in 3D (26-connectivity, cc3d's default, which the challenge's panoptica
+    uses for 3D arrays); a 2D mask is cut by its 4 face neighbours (scipy's default, likewise)."""
+    mask = np.asarray(mask).astype(bool)
+    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim if mask.ndim >= 3 else 1)
+    return ndimage.label(mask, structure=structure)
+
+
+def match_lesions(pred: np.ndarray, truth: np.ndarray, iou: float = LESION_IOU) -> tuple[int, int, int]:
+    """``(matched, predicted, true)`` lesion counts. Every pair of overlapping lesions is scored by
+    its IoU; pairs are taken greedily from the highest IoU down, each lesion matched at most once,
+    while the IoU is at least ``iou`` (panoptica's ``NaiveThresholdMatching``)."""
+    p_lab, n_pred = lesions(pred)
+    t_lab, n_true = lesions(truth)
+    both = (p_lab > 0) & (t_lab > 0)
+    if not both.any():
+        return 0, n_pred, n_true
+    p_size = np.bincount(p_lab.ravel(), minlength=n_pred + 1)
+    t_size = np.bincount(t_lab.ravel(), minlength=n_true + 1)
+    pairs, overlap = np.unique(np.stack([t_lab[both], p_lab[both]]), axis=1, return_counts=True)
+    scores = overlap / (t_size[pairs[0]] + p_size[pairs[1]] - overlap)
+    matched_t, matched_p = set(), set()
+    for k in sorted(range(len(scores)), key=lambda k: -scores[k]):  # stable: ties keep (true, pred) order
+        t, p = int(pairs[0, k]), int(pairs[1, k])
+        if t in matched_t or p in matched_p or scores[k] < iou:
+            continue
+        matched_t.add(t)
+        matched_p.add(p)
+    return len(matched_t), n_pred, n_true
+
+
+def lesion_f1(pred: np.ndarray, truth: np.ndarray, iou: float = LESION_IOU) -> float:
+    """Lesion-wise F1 (:func:`match_lesions`): ``TP / (TP + (FP + FN) / 2)``; 1 when both masks
+    are empty, 0 when no lesion is matched."""
+    return lesion_metrics(pred, truth, iou)["lesion_f1"]
+
+
+def lesion_count_diff(pred: np.ndarray, truth: np.ndarray) -> int:
+    """``| #true lesions - #predicted lesions |`` (:func:`lesions`)."""
+    return abs(lesions(truth)[1] - lesions(pred)[1])
+
+
+def lesion_metrics(pred: np.ndarray, truth: np.ndarray, iou: float = LESION_IOU) -> dict[str, float]:
+    """Both :data:`LESION_METRICS` for one study, with one connected-component pass per mask."""
+    tp, n_pred, n_true = match_lesions(pred, truth, iou)
+    f1 = 1.0 if n_pred + n_true == 0 else float(tp / (tp + 0.5 * (n_pred - tp) + 0.5 * (n_true - tp)))
+    return {"lesion_f1": f1, "lesion_count_diff": abs(n_true - n_pred)}
+
+
 def study_metrics(pred: np.ndarray, truth: np.ndarray, spacing) -> dict[str, float]:
     """All of :data:`METRICS` for one study."""
     return {
@@ -86,9 +150,10 @@ def study_metrics(pred: np.ndarray, truth: np.ndarray, spacing) -> dict[str, flo
 
 
 def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
-    """Mean, std (population, as the paper's tables) and count of the finite values per metric."""
+    """Mean, std (population, as the paper's tables) and count of the finite values per metric
+    (:data:`METRICS`, and :data:`LESION_METRICS` when the rows carry them)."""
     out = {}
-    for m in METRICS:
+    for m in (*METRICS, *(m for m in LESION_METRICS if rows and all(m in r for r in rows))):
         v = np.array([r[m] for r in rows], float)
         v = v[np.isfinite(v)]
         out[m] = {

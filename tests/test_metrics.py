@@ -93,3 +93,65 @@ def test_empty_mask_conventions():
     summary = metrics.summarise([both, missed])
     assert summary["hd95"] == {"mean": 0.0, "std": 0.0, "n": 1}
     assert summary["dice"]["mean"] == 0.5 and summary["dice"]["n"] == 2
+
+
+def _lesion_case(name):
+    """Hand-made cases for the lesion-wise metrics; each expected value was also computed with
+    panoptica 2.1.7 as the ISLES 2024 challenge's utils/eval_utils.py calls it (semantic input,
+    connected components, NaiveThresholdMatching), which agreed."""
+    if name == "one_of_two_and_a_false_one":  # TP 1, FP 1, FN 1
+        t = np.zeros((12, 12, 3), bool)
+        t[1:3, 1:3, 1] = t[8:10, 8:10, 1] = True
+        p = np.zeros_like(t)
+        p[1:3, 1:3, 1] = p[1:3, 8:10, 1] = True
+    elif name == "iou_0.3":  # 3 of a 10-voxel lesion predicted
+        t = np.zeros((12, 4, 3), bool)
+        t[0:10, 1, 1] = True
+        p = np.zeros_like(t)
+        p[0:3, 1, 1] = True
+    elif name == "corner_touch":  # two voxels meeting at a corner: one lesion in 3D; IoU 1/2
+        t = np.zeros((6, 6, 3), bool)
+        t[1, 1, 0] = t[2, 2, 1] = True
+        p = np.zeros_like(t)
+        p[1, 1, 0] = True
+    else:  # "one_over_two": one predicted lesion over two true ones (IoU 4/9 each): matched once
+        t = np.zeros((12, 3, 3), bool)
+        t[0:4, 1, 1] = t[5:9, 1, 1] = True
+        p = np.zeros_like(t)
+        p[0:9, 1, 1] = True
+    return p, t
+
+
+@pytest.mark.parametrize(
+    "name, f1_at_02, f1_at_05, count_diff",
+    [
+        ("one_of_two_and_a_false_one", 0.5, 0.5, 0),  # 1 / (1 + (1 + 1) / 2)
+        ("iou_0.3", 1.0, 0.0, 0),  # matched at the challenge's IoU 0.2, not at panoptica's default 0.5
+        ("corner_touch", 1.0, 1.0, 0),  # 26-connectivity; IoU exactly 0.5 still matches (>=)
+        ("one_over_two", 2 / 3, 0.0, 1),  # one to one: 1 / (1 + (0 + 1) / 2)
+    ],
+)
+def test_lesion_wise_metrics_on_hand_made_cases(name, f1_at_02, f1_at_05, count_diff):
+    p, t = _lesion_case(name)
+    assert metrics.LESION_IOU == 0.2
+    assert metrics.lesion_f1(p, t) == pytest.approx(f1_at_02)
+    assert metrics.lesion_f1(p, t, iou=0.5) == pytest.approx(f1_at_05)
+    assert metrics.lesion_count_diff(p, t) == count_diff
+    assert metrics.lesion_metrics(p, t) == {"lesion_f1": pytest.approx(f1_at_02), "lesion_count_diff": count_diff}
+
+
+def test_lesion_wise_empty_masks_and_summary():
+    empty, lesion = np.zeros((5, 5, 2), bool), np.zeros((5, 5, 2), bool)
+    lesion[1:3, 1:3, 0] = True
+    lesion[4, 4, 1] = True  # a second lesion, not touching the first
+    assert metrics.lesion_metrics(empty, empty) == {"lesion_f1": 1.0, "lesion_count_diff": 0}
+    assert metrics.lesion_metrics(empty, lesion) == {"lesion_f1": 0.0, "lesion_count_diff": 2}
+    assert metrics.lesion_metrics(lesion, empty) == {"lesion_f1": 0.0, "lesion_count_diff": 2}
+    # 2D masks are cut by face neighbours, as scipy's default (what panoptica uses below 3D)
+    assert metrics.lesions(np.eye(3, dtype=bool))[1] == 3 and metrics.lesions(np.eye(3, dtype=bool)[..., None])[1] == 1
+    rows = [{**metrics.study_metrics(lesion, lesion, (1, 1, 1)), **metrics.lesion_metrics(lesion, lesion)}]
+    rows.append({**metrics.study_metrics(empty, lesion, (1, 1, 1)), **metrics.lesion_metrics(empty, lesion)})
+    summary = metrics.summarise(rows)
+    assert summary["lesion_f1"] == {"mean": 0.5, "std": 0.5, "n": 2}
+    assert summary["lesion_count_diff"]["mean"] == 1.0
+    assert "lesion_f1" not in metrics.summarise([metrics.study_metrics(lesion, lesion, (1, 1, 1))])
