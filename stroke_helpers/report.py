@@ -6,6 +6,12 @@ is the mean over studies with its 95 % bootstrap interval; the paper's claims ar
 comparisons on the same studies (:func:`comparisons`), each with its interval and a sentence
 saying whether this sample resolves it.
 
+Beside the paper's runs, the tables show what the paper has no number for: the classical
+threshold methods (no learning, :data:`~stroke_helpers.baseline.THRESHOLDS`; Table 1, under
+the map each thresholds, and :func:`thresholds_markdown`) and MONAI's AttentionUnet (Table 2's
+All column), scored on the same studies by the same metrics code, and paired against the
+networks (MR+ATT against MONAI; the best network against the best threshold).
+
 ``split``: ``"val"`` (the 19 validation studies, also used to pick each run's best epoch) or
 ``"test"`` (the phantom's 62 held-out TESTING studies, never used for training or selection;
 real ISLES 2018 keeps those masks private, so on it the report shows validation only).
@@ -19,9 +25,22 @@ from pathlib import Path
 import numpy as np
 
 from . import files
-from .baseline import ncct_baseline
+from .baseline import THRESHOLDS, ncct_baseline
 from .datasets import build_slices
-from .grid import ALL_RUN, CASCADES, ROWS, TABLE1, TABLE2, column_name, run_name, seed_folder
+from .grid import (
+    ALL_RUN,
+    ARCHITECTURE_ROWS,
+    CASCADES,
+    EXTRA_RUNS,
+    MONAI,
+    MONAI_RUN,
+    ROWS,
+    TABLE1,
+    TABLE2,
+    column_name,
+    run_name,
+    seed_folder,
+)
 from .metrics import MIN_STUDIES, bootstrap_ci, paired_difference
 from .modalities import ALL, PERFUSION_MAPS
 from .presets import Preset
@@ -43,12 +62,22 @@ PAPER_CASCADE = {"dice": 0.66, "precision": 0.67}
 
 SPLIT_NAMES = {"val": "validation studies", "test": "held-out TESTING studies"}
 CASCADE_METRICS = ("dice", "precision", "recall", "hd95", "avd")
+#: Table 1's row of classical thresholds: under each map, the method that thresholds it.
+THRESHOLD_ROW = "threshold (no learning)"
+THRESHOLD_COLUMNS = {"CT": "ncct_hypodensity", "CBF": "rcbf_below_30", "Tmax": "tmax_above_6s"}
+
+
+def scores_folder(results: Path, folder: str) -> RunFolder:
+    """Where the scores called ``folder`` are: a threshold method's (a name of
+    :data:`~stroke_helpers.baseline.THRESHOLDS`) or a run's (``runs/<folder>``)."""
+    results = ResultsFolder(results)
+    return results.threshold(folder) if folder in THRESHOLDS else results.run(folder)
 
 
 def load_run_metrics(results: Path, folder: str, split: str = "val") -> dict | None:
-    """A run's ``metrics.json`` (``val``) or ``metrics_test.json`` (checked:
-    :func:`~stroke_helpers.runs.read_metrics`), or None when absent."""
-    path = ResultsFolder(results).run(folder).metrics(split)
+    """A run's (or a threshold method's, :func:`scores_folder`) ``metrics.json`` (``val``) or
+    ``metrics_test.json`` (checked: :func:`~stroke_helpers.runs.read_metrics`), or None when absent."""
+    path = scores_folder(results, folder).metrics(split)
     return read_metrics(path) if path.exists() else None
 
 
@@ -77,17 +106,53 @@ def _paper(c) -> str:
     return f"{c[0]:.2f} ± {c[1]:.2f}"
 
 
-def table_markdown(
-    results: Path, columns, paper: dict, metric: str = "dice", rows=tuple(ROWS), split: str = "val"
-) -> str:
+def cell_folder(row: str, column: str) -> str | None:
+    """The scores behind one table cell: the grid's run for a row of :data:`ROWS`, another
+    architecture's run (:data:`~stroke_helpers.grid.ARCHITECTURE_ROWS`, trained on its
+    :data:`~stroke_helpers.grid.EXTRA_RUNS` columns only), the threshold method of a map's
+    column for :data:`THRESHOLD_ROW`; None for a cell with nothing behind it."""
+    if row in ROWS:
+        return run_name(row, column)
+    if row in ARCHITECTURE_ROWS:
+        return run_name(row, column) if (row, column) in EXTRA_RUNS else None
+    if row == THRESHOLD_ROW:
+        return THRESHOLD_COLUMNS.get(column)
+    raise ValueError(f"unknown table row {row!r}")
+
+
+def row_label(row: str) -> str:
+    return ARCHITECTURE_ROWS.get(row, row)
+
+
+def table_rows(results: Path, columns, split: str = "val") -> tuple[str, ...]:
+    """The paper's configurations, then the rows it has no number for (MONAI's AttentionUnet,
+    the classical thresholds) where ``results`` scored one of ``columns``."""
+    extra = [
+        row
+        for row in (*ARCHITECTURE_ROWS, THRESHOLD_ROW)
+        if any(
+            (f := cell_folder(row, c)) is not None and load_run_metrics(results, f, split) is not None for c in columns
+        )
+    ]
+    return (*ROWS, *extra)
+
+
+def table_markdown(results: Path, columns, paper: dict, metric: str = "dice", rows=None, split: str = "val") -> str:
     """Table 1 or 2 as markdown: each cell ``ours mean [95 % CI]``, then the paper's mean ± std
-    for Dice; ``rows`` picks the configurations shown."""
+    for Dice; ``rows`` picks the rows shown (default :func:`table_rows`: the paper's
+    configurations, then MONAI's AttentionUnet and the thresholds where scored; those two have
+    no paper value, and a line under the table names the threshold of each column)."""
+    rows = table_rows(results, columns, split) if rows is None else rows
     lines = ["| | " + " | ".join(column_name(c) for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for row in rows:
-        cells = [cell(per_study(results, run_name(row, c), metric, split)) for c in columns]
-        if metric == "dice":
+        folders = [cell_folder(row, c) for c in columns]
+        cells = [cell(per_study(results, f, metric, split) if f else None) for f in folders]
+        if metric == "dice" and row in paper:
             cells = [f"{c} ({_paper(p)})" for c, p in zip(cells, paper[row])]
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row_label(row)} | " + " | ".join(cells) + " |")
+    if THRESHOLD_ROW in rows:
+        named = [f"{column_name(c)}: {THRESHOLDS[THRESHOLD_COLUMNS[c]]}" for c in columns if c in THRESHOLD_COLUMNS]
+        lines += ["", f"{THRESHOLD_ROW}: {'; '.join(named)} (baseline.py), scored on the same studies."]
     return "\n".join(lines)
 
 
@@ -112,9 +177,69 @@ def cascade_markdown(results: Path, split: str = "val") -> str:
     return "\n".join(lines)
 
 
+def display_name(folder: str) -> str:
+    """A run's or a threshold method's name as the tables show it."""
+    if folder in THRESHOLDS:
+        return THRESHOLDS[folder]
+    if folder in CASCADES:
+        return f"{'out-of-fold' if CASCADES[folder] else 'in-sample'} cascade"
+    for row, shown in ARCHITECTURE_ROWS.items():
+        if folder.startswith(f"{row}_"):
+            return f"{shown} {folder.removeprefix(f'{row}_')}"
+    return folder.replace("_", " ")
+
+
+def network_runs() -> list[str]:
+    """Every network of the grid's own seed: the table runs, the other architectures' runs and
+    both cascades."""
+    runs = [run_name(row, c) for table in (TABLE1, TABLE2) for row in ROWS for c in table]
+    return runs + [run_name(row, c) for row, c in EXTRA_RUNS] + list(CASCADES)
+
+
+def best_on_validation(results: Path, folders) -> str | None:
+    """The folder among ``folders`` with the highest mean validation Dice (the first of them on a
+    tie; None if none is scored): chosen on the validation studies, as each run's epoch is,
+    never on the test studies."""
+    means = {f: np.nanmean(list(v.values())) for f in folders if (v := per_study(results, f))}
+    means = {f: m for f, m in means.items() if np.isfinite(m)}
+    return max(means, key=means.get) if means else None
+
+
+def thresholds_markdown(results: Path, split: str = "val") -> str:
+    """The classical threshold methods beside the networks on the same studies: every metric's
+    mean [95 % CI] for each method, MONAI's AttentionUnet, stage 1 (MR+ATT All), both cascades,
+    and the best network on validation if it is none of these."""
+    if not any(load_run_metrics(results, m, split) for m in THRESHOLDS):
+        return "No threshold scores here: `python -m stroke_helpers reproduce` scores them in its grid step."
+    lines = [
+        "| method | studies | Dice | precision | recall | HD95 (mm) | AVD (mL) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    best = {best_on_validation(results, network_runs()), best_on_validation(results, THRESHOLDS)}
+    shown = dict.fromkeys([*THRESHOLDS, MONAI_RUN, ALL_RUN, *CASCADES, *sorted(best - {None})])
+    for folder in shown:
+        if load_run_metrics(results, folder, split) is None:
+            continue
+        cells = [cell(per_study(results, folder, m, split)) for m in CASCADE_METRICS]
+        kind = "no learning" if folder in THRESHOLDS else "network"
+        kind += ", best on validation" if folder in best else ""
+        n = len(per_study(results, folder, split=split))
+        lines.append(f"| {display_name(folder)} ({kind}) | {n} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Best on validation: the highest mean validation Dice among the networks of the grid's seed (every table",
+        "run, MONAI's AttentionUnet, both cascades) and among the thresholds; the paired comparison",
+        "*best network vs best threshold* sets these two against each other study by study.",
+    ]
+    return "\n".join(lines)
+
+
 def comparisons(results: Path, split: str = "val") -> list[dict]:
     """The paper's claims as paired per-study Dice differences on the same studies (``a - b``),
-    each with its paired bootstrap 95 % interval; comparisons whose runs are missing are left out."""
+    each with its paired bootstrap 95 % interval; comparisons whose runs are missing are left
+    out. Then the networks against the baselines: MR+ATT against MONAI's AttentionUnet (All),
+    and the best network against the best threshold method (each picked by
+    :func:`best_on_validation`; the difference on ``split``)."""
     all_ = ALL
     singles = [c for c in TABLE1 if c in PERFUSION_MAPS]
     best = max(
@@ -134,7 +259,17 @@ def comparisons(results: Path, split: str = "val") -> list[dict]:
         ("NCCT+maps (All) vs Tmax+CBV+CBF (MR+ATT)", ALL_RUN, run_name("MR+ATT", "Tmax,CBV,CBF")),
         ("cascade vs stage 1", "cascade", ALL_RUN),
         ("in-sample vs out-of-fold cascade", "cascade", "cascade_oof"),
+        (f"MR+ATT vs {ARCHITECTURE_ROWS[MONAI]} (All)", ALL_RUN, MONAI_RUN),
     ]
+    network, threshold = best_on_validation(results, network_runs()), best_on_validation(results, THRESHOLDS)
+    if network and threshold:
+        pairs.append(
+            (
+                f"best network ({display_name(network)}) vs best threshold ({display_name(threshold)})",
+                network,
+                threshold,
+            )
+        )
     result = []
     for claim, a, b in pairs:
         da, db = per_study(results, a, split=split), per_study(results, b, split=split)
@@ -172,19 +307,47 @@ def comparisons_markdown(results: Path, split: str = "val", only: tuple[str, ...
     return "\n".join(lines + [""] + [f"- {verdict(c)}" for c in rows])
 
 
-def ncct_markdown(results: Path, data: Path, split: str = "val") -> str:
+def ncct_comparison(results: Path, data: Path | None = None, split: str = "val") -> dict | None:
     """The NCCT-only intensity baseline (:func:`~stroke_helpers.baseline.ncct_hypodensity`)
-    beside the learned NCCT models, on the same studies, with the paired difference."""
-    learned = {row: per_study(results, run_name(row, "CT"), split=split) for row in ROWS}
-    studies = next((list(v) for v in learned.values() if v), None)
+    against the learned NCCT models on the same studies: ``{"baseline": {study: Dice},
+    "learned": {row: {study: Dice}}, "best": row, "paired": comparison}`` (``paired``: the
+    baseline minus the best learned model, a :func:`comparisons` entry). The baseline's scores
+    are the grid's (``thresholds/``) when it scored these studies, else computed from ``data``;
+    None without an evaluated NCCT run, or without either."""
+    learned = {row: v for row in ROWS if (v := per_study(results, run_name(row, "CT"), split=split))}
+    studies = next((list(v) for v in learned.values()), None)
     if studies is None:
+        return None
+    stored = per_study(results, THRESHOLD_COLUMNS["CT"], split=split)  # the grid's, when it scored them
+    if stored and set(studies) <= set(stored):
+        base = {s: stored[s] for s in studies}
+    elif data is not None:
+        base = ncct_baseline(data, studies)
+    else:
+        return None
+    best = max(learned, key=lambda r: np.nanmean(list(learned[r].values())))
+    paired = {"claim": f"hypodensity baseline vs {best} NCCT", "a": THRESHOLD_COLUMNS["CT"], "b": run_name(best, "CT")}
+    return {
+        "baseline": base,
+        "learned": learned,
+        "best": best,
+        "paired": paired | paired_difference(base, learned[best]),
+    }
+
+
+def ncct_markdown(results: Path, data: Path, split: str = "val") -> str:
+    """The NCCT-only intensity baseline beside the learned NCCT models, on the same studies,
+    with the paired difference (:func:`ncct_comparison`)."""
+    c = ncct_comparison(results, data, split)
+    if c is None:
         return "no evaluated NCCT run"
-    base = ncct_baseline(data, studies)
-    lines = ["| NCCT input | Dice [95 % CI] |", "|---|---|", f"| hypodensity vs mirror (no learning) | {cell(base)} |"]
-    lines += [f"| {row} (learned) | {cell(v)} |" for row, v in learned.items() if v]
-    best = max((r for r in learned if learned[r]), key=lambda r: np.nanmean(list(learned[r].values())))
-    c = {"claim": f"hypodensity baseline vs {best} NCCT", **paired_difference(base, learned[best])}
-    return "\n".join(lines + ["", f"- {verdict(c)}"])
+    lines = [
+        "| NCCT input | Dice [95 % CI] |",
+        "|---|---|",
+        f"| hypodensity vs mirror (no learning) | {cell(c['baseline'])} |",
+    ]
+    lines += [f"| {row} (learned) | {cell(v)} |" for row, v in c["learned"].items()]
+    return "\n".join(lines + ["", f"- {verdict(c['paired'])}"])
 
 
 def seed_spread(results: Path, base_seed: int = 0, split: str = "val") -> dict[str, list[float]]:
@@ -275,6 +438,28 @@ def end_to_end(results: Path, data: Path, size: int, grid_wall: float) -> dict:
     }
 
 
+def machine(device, precision: str = "auto") -> dict:
+    """What ran the grid, for ``timing.json``: the device's name, the CPU cores and the precision
+    policy's choice (:func:`~stroke_helpers.engine.choose_precision`)."""
+    import os
+    import platform
+
+    import torch
+
+    from .engine import choose_precision
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    if device.type == "cpu" and Path("/proc/cpuinfo").is_file():
+        models = [
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        name = models[0] if models else name
+    chosen = choose_precision(device, precision)
+    return {"device": name, "cores": os.cpu_count() or 1, "precision": chosen.name, "why": chosen.reason}
+
+
 def time_markdown(
     seconds: dict[str, float], results: Path | None = None, grid_seconds: dict[str, float] | None = None
 ) -> str:
@@ -306,7 +491,9 @@ def write_report(
         f"Computed on **{data}** with the `{p.name}` preset (widths {p.widths}, {p.size} px, {p.epochs} epochs).",
         "Each cell: **ours** as the mean Dice over studies with its 95 % bootstrap interval, then (the paper's",
         "mean ± std on real ISLES 2018, 19 validation studies). Ours are on the data named above: results on the",
-        "synthetic phantom are synthetic and not expected to match the paper's.",
+        "synthetic phantom are synthetic and not expected to match the paper's. Rows without the paper's value are",
+        f"not in the paper: MONAI's AttentionUnet (`{MONAI}`, All, the same preset and training) and the classical",
+        "thresholds (no learning), scored on the same studies with the same metrics.",
     ]
     if "test" not in splits:
         lines += ["", "No test truth here (real ISLES 2018 keeps the TESTING masks private): validation only."]
@@ -330,6 +517,10 @@ def write_report(
             "## Cascade (MR+ATT, All + synthetic map)",
             "",
             cascade_markdown(results, split),
+            "",
+            "## Classical thresholds beside the networks (same studies, no learning)",
+            "",
+            thresholds_markdown(results, split),
             "",
             "## The paper's claims, paired on the same studies",
             "",

@@ -23,6 +23,9 @@ A cascade's run folder (:mod:`stroke_helpers.cascade`) holds its stages, each a 
 A **results folder** is what ``reproduce`` writes (:class:`ResultsFolder`)::
 
     RESULTS/runs/<run name>/   one run folder per run of the grid and per cascade
+    RESULTS/thresholds/<method>/metrics.json, metrics_test.json
+                               a classical threshold method's per-study scores on the
+                               networks' validation and test studies (no weights, no training)
     RESULTS/report.md          the report
     RESULTS/figures/           the figure files
     RESULTS/notebooks/         the executed chapters
@@ -382,6 +385,19 @@ class ResultsFolder:
         found = {p.parent for mark in marks for p in self._runs.rglob(mark)}
         return [RunFolder(p) for p in sorted(found)]
 
+    def threshold(self, method: str) -> RunFolder:
+        """``thresholds/<method>``: a classical threshold method's scores
+        (:data:`~stroke_helpers.baseline.THRESHOLDS`), in a run's files (``metrics(split)``:
+        ``metrics.json`` for validation, ``metrics_test.json``); not a run folder (no
+        configuration, no weights), so :meth:`runs` never lists it."""
+        return RunFolder(self.path / "thresholds" / method)
+
+    def thresholds(self) -> list[RunFolder]:
+        """Every threshold method's folder under ``thresholds/`` that holds scores, in path order."""
+        folders = {p.parent for p in (self.path / "thresholds").glob(f"*/{RunFolder(self.path).metrics('*').name}")}
+        folders |= {p.parent for p in (self.path / "thresholds").glob(f"*/{RunFolder(self.path).metrics().name}")}
+        return [RunFolder(p) for p in sorted(folders)]
+
     def name(self, run: RunFolder | str | Path) -> str:
         """A run's name in this results folder: its path under ``runs/`` (``cascade/stage2``)."""
         return Path(run).relative_to(self._runs).as_posix()
@@ -558,7 +574,9 @@ def read_metrics(path: str | Path) -> dict:
 
 
 def write_history(history: list[dict], path: Path) -> None:
-    files.write_csv(path, list(history[0]), history)
+    """``history.csv``: one row per epoch; a column that earlier rows lack (a run resumed from a
+    checkpoint written before the column existed) is left empty in them."""
+    files.write_csv(path, list(dict.fromkeys(k for row in history for k in row)), history)
 
 
 #: The columns of ``history.csv`` that the report and the chapters read.
@@ -581,6 +599,8 @@ def read_history(run_dir: str | Path) -> list[dict]:
             for row in reader:
                 parsed = {}
                 for k, v in row.items():
+                    if v == "" and k not in HISTORY_COLUMNS:
+                        continue  # a column added after this epoch was recorded
                     try:
                         parsed[k] = float(v)
                     except (TypeError, ValueError):

@@ -5,10 +5,14 @@ so every function that takes a results folder reads it unchanged. It holds:
 
 - the **weights** (fp16, about 4 MB) of ``MR+ATT_All`` and of its in-sample ``cascade``, whose
   stage 1 is that same model (one file, twice: git stores it once);
-- every other run of the grid **without weights**: its per-study scores, learning curve,
-  configuration and split, so the chapters' tables, paired comparisons and learning curves show
-  the committed run; and, in ``shipped.json``, the leak figures of chapter 04, which need the
+- every other run of the grid **without weights** (MONAI's AttentionUnet among them): its
+  per-study scores, learning curve, configuration and split, so the chapters' tables, paired
+  comparisons and learning curves show the committed run; the classical threshold methods'
+  per-study scores (``thresholds/<method>``); the grid's ``timing.json`` (where the time went,
+  on which machine); and, in ``shipped.json``, the leak figures of chapter 04, which need the
   out-of-fold cascade's fold models.
+
+README's results section is rendered from it (:mod:`stroke_helpers.readme`).
 
 It is made by ``python -m stroke_helpers reproduce --preset cpu`` and then
 ``python -m stroke_helpers ship`` (:func:`ship`), which halves the weights and scores the halved
@@ -190,14 +194,19 @@ def _halve(src: Path, dst: Path) -> None:
 
 
 def _copy_small_files(results: Path, out: Path) -> None:
-    """Every run's configuration, split, learning curve and scores; no weights, no maps."""
-    for run in ResultsFolder(results).runs():
-        for source in run.records():
-            files.save_with(out / source.relative_to(results), partial(shutil.copy2, source), durable=False)
+    """Every run's configuration, split, learning curve and scores, the threshold methods'
+    scores and the grid's ``timing.json`` (when ``reproduce`` wrote one); no weights, no maps."""
+    folders = ResultsFolder(results)
+    sources = [source for run in folders.runs() + folders.thresholds() for source in run.records()]
+    for source in sources + ([folders.timing] if folders.timing.is_file() else []):
+        files.save_with(out / source.relative_to(results), partial(shutil.copy2, source), durable=False)
 
 
 def _rescore(results: Path, out: Path, data: Path, progress: bool) -> dict:
-    """Score the halved models again (written over the copied scores); both means, per split."""
+    """Score the halved models again (written over the copied scores); both means, per split,
+    and, where this machine evaluates them under autocast, the halved models' mean in fp32 too
+    (what a CPU without bf16 units computes)."""
+    autocast = autocast_dtype(torch.device("cpu"), load_config(ResultsFolder(results).run(ALL_RUN)).precision)
     scores = {}
     for name in WEIGHTS:
         for split in ("val", "test") if has_test_truth(data) else ("val",):
@@ -209,6 +218,9 @@ def _rescore(results: Path, out: Path, data: Path, progress: bool) -> dict:
             )
             shipped = halved["summary"]["dice"]["mean"]
             scores[f"{name} {split}"] = {"grid (fp32 weights)": round(grid, 4), "shipped (fp16)": round(shipped, 4)}
+            if autocast is not None:
+                fp32 = evaluate(target.path, split, "cpu", progress, data=data, write=False, precision="fp32")
+                scores[f"{name} {split}"]["shipped, evaluated in fp32"] = round(fp32["summary"]["dice"]["mean"], 4)
     return scores
 
 

@@ -26,13 +26,17 @@ def phantom_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def smoke_grid(phantom_root, tmp_path_factory) -> Path:
-    """The three All runs and both cascades of a smoke grid on the phantom (what chapters 2-5 read)."""
-    from stroke_helpers.grid import CASCADES, ROWS, TABLE2, Grid
+    """The three All runs, MONAI's AttentionUnet on All, the threshold baselines' scores and both
+    cascades of a smoke grid on the phantom (what chapters 2-5 and the report read)."""
+    from stroke_helpers.grid import CASCADES, EXTRA_RUNS, ROWS, TABLE2, Grid
 
     results = tmp_path_factory.mktemp("results")
     grid = Grid(phantom_root, results, "smoke", progress=False, options={"device": "cpu"})  # whatever "auto" finds
     for row in ROWS:
         grid.run(row, TABLE2[-1])
+    for row, modalities in EXTRA_RUNS:
+        grid.run(row, modalities)
+    grid.thresholds()
     for folder in CASCADES:
         grid.cascade(folder)
     return grid.results

@@ -171,6 +171,17 @@ def test_results_folder_walks_runs_cascades_and_their_stages(tmp_path):
     names = [results.name(r) for r in results.runs()]
     assert names == ["MR_All", "cascade_oof", "cascade_oof/fold_0", "cascade_oof/stage1", "cascade_oof/stage2"]
     assert cascade.is_cascade and cascade.weights() == [cascade.stage1.best, cascade.stage2.best]
+    # a threshold method's scores: a run's score files, under thresholds/, never listed as a run
+    tmax = results.threshold("tmax_above_6s")
+    assert (tmax.metrics("val"), tmax.metrics("test")) == tuple(
+        tmp_path / "thresholds" / "tmax_above_6s" / f for f in ("metrics.json", "metrics_test.json")
+    )
+    assert results.thresholds() == []
+    tmax.path.mkdir(parents=True)
+    tmax.metrics("test").write_text("{}")
+    results.threshold("unscored").path.mkdir()
+    assert results.thresholds() == [tmax] and tmax.records() == [tmax.metrics("test")] and not tmax.exists()
+    assert [results.name(r) for r in results.runs()] == names
 
 
 def test_the_shipped_checkpoint_is_a_results_folder():

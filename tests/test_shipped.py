@@ -11,15 +11,17 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from stroke_helpers import answers, chapters, locations, shipped  # noqa: E402
+from stroke_helpers.baseline import THRESHOLDS  # noqa: E402
 from stroke_helpers.cascade import stage1_maps  # noqa: E402
 from stroke_helpers.datasets import build_slices  # noqa: E402
 from stroke_helpers.engine import autocast_dtype  # noqa: E402
-from stroke_helpers.grid import ALL_RUN, ROWS, TABLE1, TABLE2, run_name  # noqa: E402
+from stroke_helpers.grid import ALL_RUN, MONAI_RUN, ROWS, TABLE1, TABLE2, run_name  # noqa: E402
 from stroke_helpers.inference import Predictor, evaluate  # noqa: E402
 from stroke_helpers.locations import NotADatasetError  # noqa: E402
 from stroke_helpers.model import count_parameters  # noqa: E402
 from stroke_helpers.presets import PRESETS  # noqa: E402
-from stroke_helpers.runs import RunError, has_weights, load_synthetic_maps, read_split  # noqa: E402
+from stroke_helpers.report import comparisons  # noqa: E402
+from stroke_helpers.runs import ResultsFolder, RunError, has_weights, load_synthetic_maps, read_split  # noqa: E402
 from stroke_helpers.truth import read_config  # noqa: E402
 
 WEIGHT_FILES = (f"{ALL_RUN}/best.pt", "cascade/stage1/best.pt", "cascade/stage2/best.pt")
@@ -108,9 +110,17 @@ def test_ship_halves_the_weights_and_scores_them_again(bundle, smoke_grid, phant
         full, half = (torch.load(r / "runs" / f, weights_only=True)["model"] for r in (smoke_grid, bundle))
         assert all(half[k].dtype == (torch.float16 if v.is_floating_point() else v.dtype) for k, v in full.items())
     assert not list(bundle.rglob("last.pt")) and not list(bundle.rglob("synthetic_maps*"))
-    for name in ("MR_All", "base_All", "cascade_oof"):  # scores without weights
+    for name in ("MR_All", "base_All", "cascade_oof", MONAI_RUN):  # scores without weights
         assert (bundle / "runs" / name / "metrics.json").is_file() and not has_weights(bundle / "runs" / name)
     assert (bundle / "runs" / "cascade_oof" / "fold_0" / "history.csv").is_file()
+    for method in THRESHOLDS:  # the threshold baselines' per-study scores, as the grid wrote them
+        for split in ("val", "test"):
+            grid_scores, shipped_scores = (
+                ResultsFolder(r).threshold(method).metrics(split) for r in (smoke_grid, bundle)
+            )
+            assert shipped_scores.read_bytes() == grid_scores.read_bytes()
+    claims = [c["claim"] for c in comparisons(bundle, "test")]  # chapter 05's comparisons from the bundle
+    assert "MR+ATT vs MONAI AttentionUnet (All)" in claims and any("vs best threshold (" in c for c in claims)
     images = arrays.images[:8]
     for name in shipped.WEIGHTS:
         full, half = Predictor(smoke_grid / "runs" / name, "cpu"), Predictor(bundle / "runs" / name, "cpu")
