@@ -24,6 +24,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import patheffects
 
 from .datasets import brain_mask, inside_skull
 from .metrics import dice
@@ -41,6 +42,46 @@ STYLE = {
     "legend.fontsize": 8,
 }
 plt.rcParams.update(STYLE)
+
+
+#: Colours of outlines: the expert mask and a prediction or threshold region. A colour-blind-safe
+#: pair (magenta and green stay apart under deuteranopia, protanopia and tritanopia) that stands
+#: off every colormap the figures use (gray, magma, inferno, viridis; :func:`colour_contrast`),
+#: each line drawn over a thin black halo so it shows on light and dark pixels alike.
+EXPERT, PREDICTED = "#ff00ff", "#00ff00"
+#: The colours' names, for titles and chapter text.
+EXPERT_NAME, PREDICTED_NAME = "magenta", "green"
+
+
+def _lab(rgb) -> np.ndarray:
+    """sRGB in [0, 1] (``(..., 3)``) to CIELAB (D65)."""
+    rgb = np.asarray(rgb, dtype=float)
+    lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+    xyz = lin @ m.T / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+def colour_contrast(colour, cmap: str) -> float:
+    """How far a line colour stands off a colormap: the smallest CIELAB distance (ΔE76) between
+    ``colour`` and any of 256 colours of ``cmap``. About 2 is a just-noticeable difference; red
+    on inferno is 33, the outline colours here are 45 or more on every colormap the figures use."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_rgb
+
+    samples = colormaps[cmap](np.linspace(0, 1, 256))[:, :3]
+    return float(np.min(np.linalg.norm(_lab(samples) - _lab(to_rgb(colour)), axis=1)))
+
+
+def outline(ax, mask: np.ndarray, colour: str = EXPERT, linewidth: float = 1.0, extent=None):
+    """The outline of a binary ``(X, Y)`` mask (transposed here, as every image), in ``colour``
+    over a black halo; nothing for an empty mask (returns None)."""
+    if mask is None or not np.asarray(mask).any():
+        return None
+    cs = ax.contour(np.asarray(mask, dtype=float).T, levels=[0.5], colors=colour, linewidths=linewidth, extent=extent)
+    cs.set_path_effects([patheffects.Stroke(linewidth=linewidth + 1.4, foreground="black"), patheffects.Normal()])
+    return cs
 
 
 def subplots(*args, **kwargs):
@@ -155,26 +196,31 @@ def ct_realism_figure(
             density=True,
             label=f"{label}: brain median {n['brain_median_hu']:.0f} HU, background {n['background_hu']:.0f}",
         )
-    axes[2].set_xlabel(row_of("CT").unit)
+    axes[2].set_xlabel(f"CT ({row_of('CT').unit})")
+    axes[2].set_ylabel("density (1/HU)")
     axes[2].set_title("head voxels, −30…110 HU")
     axes[2].legend(fontsize=8)
     return fig
 
 
 def study_figure(volumes: dict[str, np.ndarray], z: int, mask: np.ndarray | None = None, title: str = ""):
-    """One slice of every modality in its display window, the lesion outline in red."""
+    """One slice of every modality in its display window, the lesion outline in :data:`EXPERT`."""
     names = [m for m in MODALITIES if m in volumes]
     fig, axes = subplots(1, len(names), figsize=(2.9 * len(names), 2.9))
     for ax, m in zip(np.atleast_1d(axes), names):
         image_panel(fig, ax, axial(volumes[m], z), cmap_of(m), display_window(m, volumes[m]), row_of(m).unit, m)
-        if mask is not None and mask[:, :, z].any():
-            ax.contour(axial(mask, z).T, levels=[0.5], colors="red", linewidths=0.8)
+        if mask is not None:
+            outline(ax, axial(mask, z), EXPERT, 0.8)
     fig.suptitle(title)
     return fig
 
 
 def modality_histograms(studies, modalities=MODALITIES, bins: int = 60):
-    """Intensity histograms of brain voxels per modality (lesion vs the rest), raw units."""
+    """Intensity histograms of brain voxels per modality (lesion vs the rest of the brain), in
+    each modality's units as provided. The x range is the modality's display window; for the
+    uncalibrated maps (CBF, CBV) it ends at the 97th percentile of healthy brain or the 99th of
+    the lesion, whichever is higher, so that the few vessel voxels (ten times brighter) do not
+    squeeze both curves into a corner. Densities are per unit of x: the curves compare shapes."""
     fig, axes = subplots(1, len(modalities), figsize=(3.2 * len(modalities), 2.8))
     for ax, m in zip(np.atleast_1d(axes), modalities):
         inside, lesion = [], []
@@ -183,13 +229,18 @@ def modality_histograms(studies, modalities=MODALITIES, bins: int = 60):
             les = s.mask.astype(bool) if s.mask is not None else np.zeros_like(brain)
             inside.append(s.images[m][brain & ~les])
             lesion.append(s.images[m][brain & les])
+        inside, lesion = np.concatenate(inside), np.concatenate(lesion)
         lo, hi = row_of(m).window
-        hi = np.percentile(np.concatenate(inside), 99.5) if hi is None else hi
+        if hi is None:
+            hi = max(np.percentile(inside, 97), np.percentile(lesion, 99) if lesion.size else 0.0)
         kw = {"bins": bins, "range": (lo, hi), "density": True, "histtype": "step"}
-        ax.hist(np.concatenate(inside), label="brain", **kw)
-        ax.hist(np.concatenate(lesion), label="lesion", color="red", **kw)
+        ax.hist(inside, label="brain", color="C0", **kw)
+        ax.hist(lesion, label="lesion", color=EXPERT, **kw)
         ax.set_title(m)
-        ax.set_yticks([])
+        unit = row_of(m).unit
+        ax.set_xlabel(f"{m} ({unit})")
+        ax.set_ylabel(f"density (1/{unit})" if unit else "density")
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     np.atleast_1d(axes)[0].legend(fontsize=8)
     return fig
 
@@ -242,7 +293,7 @@ def maps_side_by_side(rows: dict[str, dict[str, np.ndarray]], z: int, windows: d
 
 def batch_figure(images: np.ndarray, masks: np.ndarray, channels: list[str], names: list[str]):
     """A training batch as the network sees it: ``images (B, C, S, S)`` after normalisation and
-    augmentation, one row per slice, one column per channel, the (augmented) mask in red. No L/R
+    augmentation, one row per slice, one column per channel, the (augmented) mask outlined. No L/R
     markers: augmentation flips slices."""
     b, c = images.shape[:2]
     fig, axes = subplots(b, c, figsize=(2.3 * c + 0.8, 2.3 * b), squeeze=False)
@@ -252,8 +303,7 @@ def batch_figure(images: np.ndarray, masks: np.ndarray, channels: list[str], nam
             im = image_panel(
                 fig, ax, images[i, j], cmap_of(name), (0, 1.5), bar=False, title=name if i == 0 else "", sides=False
             )
-            if masks[i].any():
-                ax.contour(masks[i].T, levels=[0.5], colors=EXPERT, linewidths=0.8)
+            outline(ax, masks[i], EXPERT, 0.8)
             if j == 0:
                 ax.text(-0.06, 0.5, names[i], transform=ax.transAxes, rotation=90, va="center", ha="right", fontsize=7)
     colorbar(fig, im, list(axes.ravel()), f"normalised input ({normalised_label(channels)})")
@@ -273,29 +323,53 @@ def darkening_figure(onset_min: np.ndarray, measured_hu: np.ndarray, designed_hu
     return fig
 
 
+#: The history column of the full-resolution (level 1) loss term, the one loss every configuration has.
+FULL_LOSS = "train_loss_full"
+
+
 def learning_curves(histories: dict[str, list[dict]]):
-    """Training loss and validation Dice per epoch for several runs."""
+    """Training loss and validation Dice per epoch for several runs.
+
+    The loss drawn is the **full-resolution term** (``mean(C * BCE)`` of the level-1 output,
+    history column :data:`FULL_LOSS`), the one term every configuration has: a multilevel run's
+    recorded total adds five more weighted terms, so totals of MR and base runs are not
+    comparable. A history without that column (recorded before it existed) gets no loss curve
+    and the panel says so."""
     fig, axes = subplots(1, 2, figsize=(10, 3.4))
+    missing = [name for name, h in histories.items() if not h or any(FULL_LOSS not in r for r in h)]
     for name, h in histories.items():
         epochs = [r["epoch"] for r in h]
-        axes[0].plot(epochs, [r["train_loss"] for r in h], marker=".", label=name)
+        if name not in missing:
+            axes[0].plot(epochs, [r[FULL_LOSS] for r in h], marker=".", label=name)
         axes[1].plot(epochs, [r["val_dice"] for r in h], marker=".", label=name)
-    axes[0].set_title("training loss")
+    if missing:
+        axes[0].text(
+            0.5,
+            0.5,
+            f"no full-resolution loss recorded for {', '.join(missing)}:\n"
+            "their histories predate it, and totals of\nsingle- and multi-term losses do not compare",
+            transform=axes[0].transAxes,
+            ha="center",
+            va="center",
+            fontsize=8,
+        )
+    axes[0].set_title("training loss, full-resolution term")
+    axes[0].set_ylabel("weighted BCE, level 1 (per pixel)")
     axes[1].set_title("validation Dice (per study, training resolution)")
+    axes[1].set_ylabel("mean Dice over studies")
     axes[1].set_ylim(0, 1)
     for ax in axes:
         ax.set_xlabel("epoch")
-        ax.legend(fontsize=8)
+        if ax.lines:
+            ax.legend(fontsize=8)
     return fig
 
 
 def _outline(ax, image, truth, pred=None, title="", cmap="gray", window=(0, 1)):
     im = ax.imshow(image.T, cmap=cmap, origin="lower", vmin=window[0], vmax=window[1])
     orientation(ax)
-    if truth is not None and truth.any():
-        ax.contour(truth.T, levels=[0.5], colors="red", linewidths=1)
-    if pred is not None and pred.any():
-        ax.contour(pred.T, levels=[0.5], colors="#3399ff", linewidths=1)
+    outline(ax, truth, EXPERT)
+    outline(ax, pred, PREDICTED)
     ax.set_title(title, fontsize=9)
     ax.axis("off")
     return im
@@ -304,7 +378,12 @@ def _outline(ax, image, truth, pred=None, title="", cmap="gray", window=(0, 1)):
 def level_outputs(image: np.ndarray, truth: np.ndarray, levels: np.ndarray, weights=None):
     """The six deep-supervision outputs (probabilities), bottleneck (level 6) to level 1."""
     fig, axes = subplots(1, len(levels) + 1, figsize=(2.6 * (len(levels) + 1), 2.8))
-    colorbar(fig, _outline(axes[0], image, truth, title="input + expert (red)"), axes[0], normalised_label(["Tmax"]))
+    colorbar(
+        fig,
+        _outline(axes[0], image, truth, title=f"input + expert ({EXPERT_NAME})"),
+        axes[0],
+        normalised_label(["Tmax"]),
+    )
     for k, (ax, p) in enumerate(zip(axes[1:], levels)):
         im = ax.imshow(p.T, cmap="viridis", vmin=0, vmax=1, origin="lower")
         orientation(ax)
@@ -323,30 +402,56 @@ def save(fig, path: Path, dpi: int = STYLE["savefig.dpi"]) -> Path | None:
     return Path(path)
 
 
-def segmentation_grid(grid: list[list[Panel | None]], row_labels=(), col_labels=(), image_label="normalised Tmax"):
-    """Panels like the paper's Figures 2-4: expert contour red, prediction blue, and each
-    :class:`Panel`'s caption (default: its slice Dice); ``None`` leaves a panel empty. Each row
-    gets one colorbar (its first panel's ``label``, else ``image_label``)."""
+def segmentation_grid(grid: list[list[Panel | None]], row_labels=(), col_labels=(), image_label: str = ""):
+    """Panels like the paper's Figures 2-4: expert outline :data:`EXPERT`, prediction
+    :data:`PREDICTED`, and each :class:`Panel`'s caption (default: the **slice** Dice of its
+    prediction); ``None`` leaves a panel empty. Colorbars name the map they belong to (a panel's
+    ``label``, else ``image_label``): in a grid of several rows whose columns each show one kind of
+    image (one label, colormap and window; Figures 2 and 3: one input per column), one per column
+    under the grid, unless every row is alike too; else one per row when each row's panels show
+    one kind of image; else one per panel."""
     rows, cols = len(grid), max(len(r) for r in grid)
-    fig, axes = subplots(rows, cols, figsize=(2.6 * cols + 0.6, 2.6 * rows), squeeze=False)
-    for r, row in enumerate(grid):
-        im = None
+    fig, axes = subplots(rows, cols, figsize=(2.6 * cols + 0.6, 2.6 * rows + (0.4 if rows > 1 else 0)), squeeze=False)
+    cell = {(r, c): p for r, row in enumerate(grid) for c, p in enumerate(row[:cols]) if p is not None}
+
+    def key(p):
+        return p.label or image_label, p.cmap, tuple(p.window)
+
+    by_col = rows > 1 and all(len({key(p) for (_, c), p in cell.items() if c == j}) <= 1 for j in range(cols))
+    by_row = not by_col and all(len({key(p) for (r, _), p in cell.items() if r == i}) <= 1 for i in range(rows))
+    if by_col and cols > 1 and all(len({key(p) for (r, _), p in cell.items() if r == i}) <= 1 for i in range(rows)):
+        by_col, by_row = False, True  # every row alike too: one colorbar per row, as before
+    images = {}
+    for r in range(rows):
         for c in range(cols):
-            ax, p = axes[r, c], row[c] if c < len(row) else None
+            ax, p = axes[r, c], cell.get((r, c))
             if p is None:
                 ax.axis("off")
                 continue
-            caption = p.caption or (f"Dice {dice(p.pred, p.truth):.2f}" if p.pred is not None else "")
-            im = _outline(ax, p.image, p.truth, p.pred, caption, p.cmap, p.window)
+            caption = p.caption or (f"slice Dice {dice(p.pred, p.truth):.2f}" if p.pred is not None else "")
+            images[r, c] = _outline(ax, p.image, p.truth, p.pred, caption, p.cmap, p.window)
             if r == 0 and c < len(col_labels):
                 ax.set_title(f"{col_labels[c]}\n{caption}", fontsize=9)
             if c == 0 and r < len(row_labels):
                 ax.text(
                     -0.08, 0.5, row_labels[r], transform=ax.transAxes, rotation=90, va="center", ha="right", fontsize=9
                 )
-        if im is not None:
-            label = next((p.label for p in row if p and p.label), image_label)
-            colorbar(fig, im, list(axes[r]), label)
+            if not (by_row or by_col):
+                colorbar(fig, images[r, c], ax, p.label or image_label)
+    groups = range(rows) if by_row else range(cols) if by_col else ()
+    for g in groups:
+        members = sorted(rc for rc in images if rc[0 if by_row else 1] == g)
+        if not members:
+            continue
+        label = cell[members[0]].label or image_label
+        if by_row:
+            colorbar(fig, images[members[0]], [axes[rc] for rc in members], label)
+        else:
+            cb = fig.colorbar(
+                images[members[0]], ax=[axes[rc] for rc in members], location="bottom", fraction=0.05, pad=0.02
+            )
+            cb.ax.tick_params(labelsize=7)
+            cb.set_label(label, fontsize=8)
     return fig
 
 
@@ -368,11 +473,12 @@ def synthetic_map_figure(channels: dict[str, np.ndarray], ms: np.ndarray, truth:
     names = list(channels)
     fig, axes = subplots(1, len(names) + 1, figsize=(2.6 * (len(names) + 1), 2.9))
     for ax, name in zip(axes, names):
-        image_panel(fig, ax, channels[name], cmap_of(name), row_of(name).normalised_window, "normalised", name)
+        image_panel(
+            fig, ax, channels[name], cmap_of(name), row_of(name).normalised_window, normalised_label([name]), name
+        )
     image_panel(fig, axes[-1], ms, "inferno", (0, 1.5), "Ms (a.u.)", "synthetic map Ms")
     for ax in axes:
-        if truth.any():
-            ax.contour(truth.T, levels=[0.5], colors="red", linewidths=0.7)
+        outline(ax, truth, EXPERT, 0.7)
     return fig
 
 
@@ -401,8 +507,7 @@ def draw_attention(image: np.ndarray, mask: np.ndarray, attention: dict[int, np.
     axes[1].set_title(f"attention, level {level} ({a.shape[0]}x{a.shape[1]})")
     orientation(axes[1])
     for ax in axes:
-        if mask.any():
-            ax.contour(mask.T, levels=[0.5], colors="red", linewidths=0.8)
+        outline(ax, mask, EXPERT, 0.8)
         ax.axis("off")
     colorbar(fig, im, axes[1], "attention (0-1)")
     return fig
@@ -420,8 +525,7 @@ def attention_levels(images: np.ndarray, masks: np.ndarray, maps: dict[str, dict
     )
     for r, name in enumerate(names):
         image_panel(fig, axes[r, 0], images[i], "magma", (0, 1.5), normalised_label(["Tmax"]), f"input ({name})")
-        if masks[i].any():
-            axes[r, 0].contour(masks[i].T, levels=[0.5], colors="red", linewidths=0.8)
+        outline(axes[r, 0], masks[i], EXPERT, 0.8)
         for c, lvl in enumerate(levels, start=1):
             im = axes[r, c].imshow(maps[name][lvl][i].T, cmap="viridis", vmin=0, vmax=1, origin="lower")
             axes[r, c].set_title(f"level {lvl}", fontsize=9)
@@ -440,7 +544,8 @@ def draw_threshold_curve(thresholds: np.ndarray, dice_curve: np.ndarray, precisi
     i = int(np.argmin(np.abs(thresholds - current)))
     ax.axvline(current, color="gray", ls="--")
     ax.set_title(f"threshold {current:.2f}: Dice {dice_curve[i]:.3f}, precision {precision_curve[i]:.3f}")
-    ax.set_xlabel("threshold")
+    ax.set_xlabel("decision threshold on the predicted probability")
+    ax.set_ylabel("mean over studies")
     ax.set_ylim(0, 1)
     ax.legend()
     return fig
@@ -464,9 +569,6 @@ def forest_plot(comparisons: list[dict], title: str = ""):
 
 
 # --- live views: a figure drawn once, then updated in place (widgets and the explorer app) --------
-
-#: Colours of outlines: the expert mask and a prediction or threshold region.
-EXPERT, PREDICTED = "red", "#3399ff"
 
 
 def cmap_of(name: str) -> str:
@@ -493,8 +595,8 @@ def _set_outlines(ax, masks: list[tuple[np.ndarray | None, str]], extent=None) -
         artist.remove()
     ax._live_outlines = []
     for mask, colour in masks:
-        if mask is not None and mask.any():
-            cs = ax.contour(mask.T, levels=[0.5], colors=colour, linewidths=1, extent=extent)
+        cs = outline(ax, mask, colour, extent=extent)
+        if cs is not None:
             ax._live_outlines.append(cs)
 
 
@@ -505,7 +607,7 @@ def draw_maps(
     title: str = "",
 ):
     """One panel per map (axial slices ``(X, Y)``, :func:`axial`), each in its own window with a colorbar in
-    its units (the modality table's), the lesion ``outline`` in red. :func:`update_maps` redraws it."""
+    its units (the modality table's), the lesion ``outline`` in :data:`EXPERT`. :func:`update_maps` redraws it."""
     names = list(slices)
     if not names:
         raise ValueError("draw_maps needs at least one map")
@@ -574,7 +676,7 @@ def update_series(fig, frame, window, point, times, curves, t, title="") -> None
 
 
 def draw_overlays(panels: list[Panel], curves: dict | None = None, title: str = ""):
-    """Slices with the expert outline (red) and a predicted or thresholded region (blue).
+    """Slices with the expert outline (:data:`EXPERT`) and a predicted or thresholded region (:data:`PREDICTED`).
 
     ``panels``: :class:`Panel` objects, the caption as each panel's title. Optionally, beside them,
     ``curves = {"x": thresholds, "Dice": ..., "precision": ..., "current": t}`` with the current
@@ -592,7 +694,8 @@ def draw_overlays(panels: list[Panel], curves: dict | None = None, title: str = 
             if name in curves:
                 c.plot(curves["x"], curves[name], label=name)
         c.axvline(curves["current"], color="gray", ls="--")
-        c.set_xlabel(curves.get("x_label", "threshold"))
+        c.set_xlabel(curves.get("x_label", "decision threshold on the predicted probability"))
+        c.set_ylabel("mean over studies")
         c.set_ylim(0, 1)
         c.legend(fontsize=7)
         c.set_title("mean over the studies", fontsize=9)
@@ -662,4 +765,152 @@ def realism_figure(panels: dict[str, tuple[np.ndarray, np.ndarray]]):
             fig, ax, img, "gray", (0, 80), bar=False, title=f"{title}\nbrain HU p5/25/50/75/95: {pct_text}"
         )
     colorbar(fig, im, list(axes), "HU")
+    return fig
+
+
+# --- the architecture, drawn from a model ---------------------------------------------------------
+
+
+def _conv_channels(block) -> tuple[int, int]:
+    """``(in, out)`` channels of a :class:`~stroke_helpers.model.ConvBlock` (its first and last conv)."""
+    convs = [m for m in block.modules() if isinstance(m, __import__("torch").nn.Conv2d)]
+    return convs[0].in_channels, convs[-1].out_channels
+
+
+def architecture_figure(model, size: int = 224, title: str = ""):
+    """The block diagram of a :class:`~stroke_helpers.model.CrossAttentionAutoencoder` (the
+    paper's Figure 1), read from the model itself, not from a description of it: each encoder
+    and decoder level's channels (its convolutions' widths) and resolution (``size`` halved per
+    level), an additive cross-attention gate on every skip that has one (``ATT``, with the
+    channels of ``X_e``, ``X_d`` and ``F_int`` read from its 1x1 convolutions; a plain arrow
+    where the skip is copied), and an output head on every level that has one, with its weight in
+    the multilevel loss. Level 1 is full resolution, as in the paper and :mod:`stroke_helpers.model`."""
+    from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
+
+    from .loss import LEVEL_WEIGHTS
+    from .model import AdditiveCrossAttention
+
+    enc = [_conv_channels(b) for b in model.encoder]
+    dec = [_conv_channels(b) for b in model.decoder]  # dec[i] produces level i + 1
+    gates = [g if isinstance(g, AdditiveCrossAttention) else None for g in model.attention]
+    heads = list(model.heads)
+    depth = len(enc)
+    sides = [size // 2**i for i in range(depth)]
+    fig, ax = subplots(figsize=(10, 0.95 * depth + 1.6))
+    ax.set_xlim(-1.6, 11.6)
+    ax.set_ylim(-depth + 0.35, 1.3)
+    ax.axis("off")
+    x_enc, x_gate, x_dec, x_head, w, h = 0.0, 4.2, 6.4, 9.4, 2.2, 0.62
+
+    def box(x, y, text, colour):
+        ax.add_patch(
+            FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.03", fc=colour, ec="black", lw=0.8)
+        )
+        ax.text(x, y, text, ha="center", va="center", fontsize=7.5)
+
+    def arrow(a, b, text="", **kw):
+        ax.add_patch(FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=9, lw=0.9, color="black", **kw))
+        if text:
+            ax.text((a[0] + b[0]) / 2, (a[1] + b[1]) / 2, text, fontsize=6.5, ha="left", va="center", color="0.25")
+
+    def y(level):
+        return -(level - 1)
+
+    ax.text(x_enc, 1.0, f"input: {enc[0][0]} channels, {size}x{size} px", ha="center", fontsize=8)
+    arrow((x_enc, 0.85), (x_enc, y(1) + h / 2))
+    for i, (_, c) in enumerate(enc):
+        level = i + 1
+        bottleneck = level == depth
+        x = (x_enc + x_dec) / 2 if bottleneck else x_enc
+        name = "bottleneck" if bottleneck else "encoder"
+        box(
+            x,
+            y(level),
+            f"{name} level {level}\n{c} ch, {sides[i]}x{sides[i]}",
+            "#cfe3f7" if not bottleneck else "#e6e6e6",
+        )
+        if i:
+            src = (x_enc, y(level - 1) - h / 2)
+            dst = (x + (0 if not bottleneck else -w / 2), y(level) + (h / 2 if not bottleneck else 0))
+            arrow(src, dst, " max-pool 2x2" if level == 2 else "")
+    for i in reversed(range(depth - 1)):
+        level = i + 1
+        c_in, c = dec[i]
+        box(x_dec, y(level), f"decoder level {level}\n{c} ch, {sides[i]}x{sides[i]}", "#fde2c8")
+        below = (x_dec, y(level + 1) + h / 2) if level + 1 < depth else ((x_enc + x_dec) / 2 + w / 2, y(depth))
+        arrow(below, (x_dec, y(level) - h / 2), " bilinear x2" if level == depth - 1 else "")
+        g = gates[i]
+        start, end = (x_enc + w / 2, y(level)), (x_dec - w / 2, y(level))
+        if g is None:
+            arrow(start, end)
+            ax.text(x_gate, y(level) + 0.12, "skip (copy)", ha="center", fontsize=6.5, color="0.25")
+        else:
+            r = 0.3
+            ax.add_patch(Circle((x_gate, y(level)), r, fc="#f7c6e9", ec="black", lw=0.8))
+            ax.text(x_gate, y(level), "ATT", ha="center", va="center", fontsize=6.5, fontweight="bold")
+            arrow(start, (x_gate - r, y(level)))
+            arrow((x_gate + r, y(level)), end)
+            ax.text(
+                x_gate,
+                y(level) + r + 0.05,
+                f"X_e {g.w_e.in_channels} ch, X_d {g.w_d.in_channels} ch, F_int {g.w_e.out_channels}",
+                ha="center",
+                va="bottom",
+                fontsize=6,
+                color="0.25",
+            )
+            # X_d, the decoder features of the level below upsampled, also enters the gate
+            ax.add_patch(
+                FancyArrowPatch(
+                    (x_dec, y(level) - 0.5),
+                    (x_gate, y(level) - r),
+                    arrowstyle="-|>",
+                    mutation_scale=7,
+                    lw=0.6,
+                    color="0.4",
+                    ls="--",
+                    connectionstyle="arc3,rad=-0.2",
+                )
+            )
+            ax.text(x_gate + 0.35, y(level) - 0.42, "X_d", fontsize=6, color="0.4", ha="left", va="center")
+        ax.text(
+            x_dec + w / 2 + 0.05,
+            y(level) + h / 2 - 0.02,
+            f"concat: {c_in} ch in",
+            ha="left",
+            va="bottom",
+            fontsize=6,
+            color="0.25",
+        )
+    # heads: heads[k] reads level k + 1
+    # the loss weights, bottleneck first (a single head: weight 1; another depth: none to show)
+    weights = dict(zip(range(depth, 0, -1), LEVEL_WEIGHTS)) if len(heads) == len(LEVEL_WEIGHTS) == depth else {}
+    if len(heads) == 1:
+        weights = {1: 1.0}
+    for k, head in enumerate(heads):
+        level = k + 1
+        src = ((x_enc + x_dec) / 2 + w / 2, y(level)) if level == depth else (x_dec + w / 2, y(level))
+        label = f"1x1 conv {head.in_channels}->1" + (f"\nW = {weights[level]:g}" if level in weights else "")
+        label += " (output)" if level == 1 else ""
+        ax.text(x_head + 0.1, y(level), label, ha="left", va="center", fontsize=7)
+        arrow(src, (x_head, y(level)))
+    if any(gates):
+        ax.text(
+            x_dec - w / 2,
+            1.0,
+            "ATT: X'_e = X_e * sigmoid(W_phi relu(W_e X_e + W_d X_d)),\nW_e, W_d, W_phi 1x1 convolutions",
+            fontsize=7,
+            va="center",
+        )
+    notes = []
+    if not any(gates):
+        notes.append("no attention: plain skip connections")
+    if len(heads) == 1:
+        notes.append("no multilevel refinement: one output head")
+    ax.set_title(
+        title
+        or f"{type(model).__name__}: {depth} levels, widths {tuple(c for _, c in enc)}"
+        + (f" ({'; '.join(notes)})" if notes else ""),
+        fontsize=9,
+    )
     return fig

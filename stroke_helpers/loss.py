@@ -26,16 +26,29 @@ def weighted_bce(logits: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor
     return F.binary_cross_entropy_with_logits(logits.float(), mask.float(), weight=weights.float())
 
 
-def multilevel_loss(levels: list[torch.Tensor], mask: torch.Tensor, weights=LEVEL_WEIGHTS) -> torch.Tensor:
+def multilevel_loss(
+    levels: list[torch.Tensor],
+    mask: torch.Tensor,
+    weights=LEVEL_WEIGHTS,
+    classes: tuple[float, float] = (LESION_WEIGHT, BACKGROUND_WEIGHT),
+) -> torch.Tensor:
     """Multilevel refinement loss.
 
     ``levels``: logits ``(B, 1, H, W)`` at input size ordered bottleneck -> full resolution
     (as :class:`~stroke_helpers.model.Output` gives them); one tensor means "no MR" and gets
-    weight 1. ``mask (B, 1, H, W)`` in {0, 1}.
+    weight 1. ``mask (B, 1, H, W)`` in {0, 1}. ``classes``: the class weights ``(lesion,
+    background)`` of the map ``C``.
     """
-    c = class_weights(mask)
+    c = class_weights(mask, *classes)
     if len(levels) == 1:
         return weighted_bce(levels[0], mask, c)
     if len(levels) != len(weights):
         raise ValueError(f"{len(levels)} outputs but {len(weights)} level weights")
     return sum(w * weighted_bce(y, mask, c) for w, y in zip(weights, levels))
+
+
+def full_resolution_term(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The loss's full-resolution term, ``mean(C * BCE)`` of the level-1 logits: the whole loss of a
+    model without MR, and the one term every configuration shares (so learning curves of base and
+    MR runs compare on it, not on their totals)."""
+    return weighted_bce(logits, mask, class_weights(mask))

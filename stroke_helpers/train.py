@@ -69,7 +69,7 @@ from .engine import (
     resolve_device,
     setup_distributed,
 )
-from .loss import multilevel_loss
+from .loss import full_resolution_term, multilevel_loss
 from .presets import deviations
 from .runs import (
     RunError,
@@ -231,16 +231,20 @@ def train_step(
     scaler: torch.amp.GradScaler | None,
     multilevel: bool,
     dtype: torch.dtype | None,
+    full_term: bool = False,
 ) -> torch.Tensor:
     """One optimiser step on a batch already on its device: augmentation, forward, loss,
     backward, update. Returns the loss, detached and still on the device: nothing here waits
-    for the device (the loop reads the losses every :data:`CHECK_EVERY` steps)."""
+    for the device (the loop reads the losses every :data:`CHECK_EVERY` steps). With
+    ``full_term``, ``(2,)``: the loss and its full-resolution term (the same number without MR),
+    which the history records so that learning curves of base and MR runs compare."""
     if augment is not None:
         x, y = augment(x, y)
     x = x.contiguous(memory_format=torch.channels_last)
     with autocast(x.device, dtype):
         o = net(x, levels=multilevel)
         loss = multilevel_loss(o.levels if multilevel else [o.logits], y)
+        full = full_resolution_term(o.logits.detach(), y) if multilevel and full_term else loss
     optimiser.zero_grad(set_to_none=True)
     if scaler is None:
         loss.backward()
@@ -249,14 +253,19 @@ def train_step(
         scaler.scale(loss).backward()
         scaler.step(optimiser)  # the fused AdamW takes the scaler's inf check on the device
         scaler.update()
-    return loss.detach()
+    return torch.stack([loss, full]).detach() if full_term else loss.detach()
+
+
+def _total(value) -> float:
+    """The loss of one step as read: a number, or ``[loss, full-resolution term]``."""
+    return value[0] if isinstance(value, list) else value
 
 
 def _read_losses(pending: list[torch.Tensor], config: TrainConfig, label: str, done: int) -> list[float]:
     """The losses of the last steps as numbers (one host sync); a NaN or infinite one stops the run."""
     values = torch.stack(pending).float().cpu().tolist()
     for k, value in enumerate(values):
-        if not math.isfinite(value):
+        if not math.isfinite(_total(value)):
             raise RunError(
                 f"{config.out}: the loss became {value} in {label} (step {done + k + 1}); try a lower learning rate"
             )
@@ -266,7 +275,8 @@ def _read_losses(pending: list[torch.Tensor], config: TrainConfig, label: str, d
 def _train_epoch(
     net, batches, n_batches: int, augment, optimiser, scaler, config: TrainConfig, epoch: int, dtype, show: bool
 ) -> list[float]:
-    """One epoch over ``batches`` (``n_batches`` of them); the losses, read every :data:`CHECK_EVERY` steps."""
+    """One epoch over ``batches`` (``n_batches`` of them); the losses, read every :data:`CHECK_EVERY`
+    steps, each ``[loss, full-resolution term]``."""
     net.train()
     losses: list[float] = []
     pending: list[torch.Tensor] = []
@@ -276,15 +286,15 @@ def _train_epoch(
         for i, (x, y) in enumerate(batches):
             for group in optimiser.param_groups:
                 group["lr"] = config.lr * lr_factor(epoch * n_batches + i, total, warmup)
-            pending.append(train_step(net, x, y, augment, optimiser, scaler, config.multilevel, dtype))
+            pending.append(train_step(net, x, y, augment, optimiser, scaler, config.multilevel, dtype, full_term=True))
             bar.update()
             if len(pending) == CHECK_EVERY:
                 losses += _read_losses(pending, config, label, len(losses))
                 pending = []
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                bar.set_postfix(loss=f"{_total(losses[-1]):.4f}")
         if pending:
             losses += _read_losses(pending, config, label, len(losses))
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            bar.set_postfix(loss=f"{_total(losses[-1]):.4f}")
     return losses
 
 
@@ -391,7 +401,8 @@ def _train(config: TrainConfig, resume: bool) -> TrainResult:
         val = validation.dice(model, dtype)
         row = {
             "epoch": epoch + 1,
-            "train_loss": _mean_loss(losses, device, world),
+            "train_loss": _mean_loss([_total(v) for v in losses], device, world),
+            "train_loss_full": _mean_loss([v[1] if isinstance(v, list) else v for v in losses], device, world),
             "val_dice": val,
             "seconds": time.perf_counter() - t0,
             "val_seconds": time.perf_counter() - t1,

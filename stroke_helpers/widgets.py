@@ -283,8 +283,8 @@ class SeriesViewer(_Viewer):
 
 
 class ThresholdExplorer(_Viewer):
-    """A threshold slider over per-study probabilities: the thresholded prediction (blue) and the
-    expert outline (red) on a slice, with this study's Dice, precision and recall and the mean
+    """A threshold slider over per-study probabilities: the thresholded prediction (green) and the
+    expert outline (magenta) on a slice, with this study's Dice, precision and recall and the mean
     Dice over every study recomputed live, and the precomputed Dice and precision curves.
 
     ``probabilities``, ``truths``: per study ``(Z, S, S)``; ``images``: an input to show beside
@@ -366,7 +366,7 @@ class ThresholdExplorer(_Viewer):
 
 class ClassicalExplorer(_Viewer):
     """The classical thresholds live: relative CBF below a percentage (the core) and Tmax above
-    some seconds (core plus penumbra), each outlined (blue) with the expert lesion (red) and its
+    some seconds (core plus penumbra), each outlined (green) with the expert lesion (magenta) and its
     Dice over the whole study."""
 
     def __init__(self, study: Study):

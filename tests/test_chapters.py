@@ -40,8 +40,22 @@ def test_chapter1_data_helpers(phantom_root):
     assert curves["arterial input"].max() > max(c.max() for k, c in curves.items() if k != "arterial input")
     assert "frames every" in text
     grid, text = chapters.classical_thresholds(s, z)
-    assert len(grid[0]) == 2 and grid[0][0].truth.shape == s.shape[:2] and "Tmax > 6 s Dice" in text
-    assert chapters.baseline_summary(phantom_root).startswith("rCBF < 30 % over 6 studies: Dice")
+    ct, rcbf, tmax = grid[0]
+    assert ct.truth.shape == s.shape[:2] and ct.pred is None and "study Dice (every slice)" in text
+    # each threshold outlined on the map it thresholds, the colorbar naming it
+    assert (
+        rcbf.label.startswith("CBF relative")
+        and tmax.label == "Tmax (s)"
+        and np.array_equal(tmax.image, s.Tmax[:, :, z])
+    )
+    assert rcbf.caption.startswith("rCBF < 30 %: slice Dice") and tmax.caption.startswith("Tmax > 6 s: slice Dice")
+    fig = figures.segmentation_grid(grid)
+    assert [b.get_ylabel() for b in fig.axes if not b.images] == ["CT (HU)", rcbf.label, "Tmax (s)"]
+    rows = chapters.threshold_rows(phantom_root)
+    line = chapters.baseline_summary(phantom_root, rows)
+    assert line.startswith("rCBF < 30 % over 6 studies: Dice") and "Tmax > 6 s: Dice" in line
+    text = chapters.threshold_takeaway(rows, phantom_root)
+    assert f"{np.mean([r['tmax_dice'] for r in rows]):.2f}" in text and "on the synthetic phantom" in text
     plt.close("all")
 
 
@@ -66,7 +80,12 @@ def test_example_slice_uses_the_runs_channels(results, phantom_root):
     assert ex.image.shape[1] == len(ex.config.modalities) and ex.mask.shape[:2] == (1, 1)
     assert ex.tmax.shape == ex.image.shape[-2:]
     assert np.allclose(ex.tmax, ex.image[0, MODALITIES.index("Tmax")].numpy())  # All: every channel
-    assert set(chapters.histories(results)) == set(ROWS)
+    curves = chapters.histories(results)
+    assert set(curves) == set(ROWS)
+    # every epoch records the full-resolution loss term, the one the learning curves compare: the
+    # whole loss without MR, a part of it with MR
+    assert all(r["train_loss_full"] == r["train_loss"] for r in curves["base"])
+    assert all(0 < r["train_loss_full"] != r["train_loss"] for r in curves["MR"])
 
 
 def test_cascade_helpers(results, phantom_root, arrays):
@@ -84,10 +103,15 @@ def test_cascade_helpers(results, phantom_root, arrays):
     n = len(panels) // 3
     assert len(panels) == 3 * n and 1 <= n <= 2  # stage 1, cascade, Ms: smallest and largest lesion
     ms_titles = [a.get_title() for a in panels[2 * n :]]
-    assert all("px lesion" in t and "Dice" not in t for t in ms_titles)  # no Dice under a map that predicts nothing
-    assert [b.get_ylabel() for b in fig.axes if not b.images][-1] == "Ms (a.u.)"
-    sizes = [int(t.split(", ")[1].split(" px")[0]) for t in ms_titles]
-    assert sizes == sorted(sizes)
+    assert all(" mL" in t and "Dice" not in t for t in ms_titles)  # no Dice under a map that predicts nothing
+    assert [b.get_ylabel() for b in fig.axes if not b.images] == ["Tmax / 20 s", "Tmax / 20 s", "Ms (a.u.)"]
+    sizes = [float(t.split("lesion ")[1].split(" mL")[0]) for t in ms_titles]
+    assert sizes == sorted(sizes)  # in mL, smallest first
+    study = cascade.split["val"][0]
+    from stroke_helpers.isles import load_study
+
+    native = load_study(phantom_root / study, modalities=(), require_mask=True).lesion_ml
+    assert chapters.lesion_ml(arrays, study) == pytest.approx(native, rel=0.25, abs=0.3)  # resized, close to native
     probs, truths = chapters.validation_probabilities(cascade, arrays)
     assert len(probs) == len(read_split(results / "runs" / "cascade" / "stage2")["val"])
     assert all(p.shape == t.shape for p, t in zip(probs, truths))
@@ -98,7 +122,8 @@ def test_paper_figure_grid(results, arrays):
     val = read_split(results / "runs" / ALL_RUN)["val"]
     study, z = chapters.largest_lesion(arrays, val)
     fig = chapters.paper_figure(results, arrays, (TABLE2[-1],), study, z, "Figure 3")
-    assert len([a for a in fig.axes if a.images]) == len(ROWS) and fig.axes[0].get_title().startswith("All\nDice")
+    assert len([a for a in fig.axes if a.images]) == len(ROWS) and fig.axes[0].get_title().startswith("All\nslice Dice")
+    assert [b.get_xlabel() for b in fig.axes if not b.images] == ["CT / 100 HU"]  # All's first input, named
     plt.close("all")
 
 
@@ -130,7 +155,7 @@ def test_phantom_truth_is_the_answer_key(phantom_root, tmp_path):
     assert core_true < 0.5 * healthy_true and core_svd < 0.6 * healthy_svd  # and keeps the core's drop
     fig, text = chapters.truth_regions(phantom_root, s, z)
     titles = [a.get_title() for a in fig.axes if a.images]
-    assert titles[0].startswith("true core (blue)\ntrue core: Dice") and "% of the expert mask" in text
+    assert titles[0].startswith("true core (green)\ntrue core: study Dice") and "% of the expert mask" in text
     fig, text = chapters.ncct_darkening(phantom_root)
     onset, measured = fig.axes[0].collections[0].get_offsets().T
     assert len(onset) >= 3 and "r = " in text
