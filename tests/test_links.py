@@ -120,3 +120,118 @@ def test_citation_cff_parses_and_cites_the_paper():
     assert f"*{paper['title']}*" in readme  # the same title as README's first paragraph
     assert [a["family-names"] for a in paper["authors"]] == ["Florez", "Gómez", "García", "Martínez"]
     assert paper["year"] == 2024
+
+
+# --- badges and links to the repository, from its one configured URL ------------------------------
+
+
+def site_module():
+    """``docs/site/build.py``, which renders the badges and the chapter table (stdlib only)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stroke_site_build", ROOT / "docs" / "site" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def readme_and_chapters() -> list[tuple[str, str]]:
+    return [(label, text) for label, _, text in markdown_sources() if label == "README.md" or "notebooks/" in label]
+
+
+# a URL that names a repository and a path in it: GitHub, Colab and Binder
+REPO_URLS = re.compile(
+    r"https://(?:github\.com/(?P<gh>[\w.-]+/[\w.-]+)/(?:blob|tree)/main/(?P<gh_path>[^\s)#?\"'>`]+)"
+    r"|colab\.research\.google\.com/github/(?P<colab>[\w.-]+/[\w.-]+)/blob/main/(?P<colab_path>[^\s)#?\"'>`]+)"
+    r"|mybinder\.org/v2/gh/(?P<binder>[\w.-]+/[\w.-]+)/HEAD\?urlpath=(?:lab/tree|voila/render)/(?P<binder_path>[^\s)#&\"'>`]+))"
+)
+
+
+def repository_links(text: str) -> list[tuple[str, str]]:
+    """``(owner/name, path)`` of every GitHub, Colab or Binder URL in ``text`` that names a file."""
+    found = []
+    for m in REPO_URLS.finditer(text):
+        for kind in ("gh", "colab", "binder"):
+            if m.group(kind):
+                found.append((m.group(kind), unquote(m.group(f"{kind}_path"))))
+    return found
+
+
+def test_badges_are_rendered_from_the_configured_repository():
+    site = site_module()
+    url = site.repository()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    badges = site.readme_badges(url)
+    assert "\n".join(badges) in readme, "README's badges differ: python docs/site/build.py badges --write"
+    assert sum(line.startswith("[![") for line in readme.splitlines()) == len(badges)  # no other badge
+    for nb in sorted((ROOT / "notebooks").glob("0*.ipynb")):
+        cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
+        first = "".join(next(c for c in cells if c["cell_type"] == "markdown")["source"])
+        assert site.chapter_badge(url, nb.name) in first.splitlines(), nb.name
+    for label, text in readme_and_chapters():
+        assert "OWNER/REPO" not in text, label
+    assert f"git clone {url} && cd {url.rsplit('/', 1)[1]} &&" in readme  # README's Colab set-up cell
+
+
+def test_every_badge_and_link_to_the_repository_names_a_file_that_exists():
+    site = site_module()
+    repo = site.owner_name(site.repository())
+    links = [(label, owner, path) for label, text in readme_and_chapters() for owner, path in repository_links(text)]
+    ours = [(label, path) for label, owner, path in links if owner == repo]
+    assert len(ours) >= 8  # README's three badges and one per chapter, at least
+    assert [(label, path) for label, path in ours if not (ROOT / path).exists()] == []
+    # a Colab or Binder link opens this repository, no other
+    for label, text in readme_and_chapters():
+        for m in REPO_URLS.finditer(text):
+            assert (m.group("colab") or m.group("binder") or repo) == repo, (label, m.group(0))
+
+
+def test_the_link_checker_reads_repository_urls():
+    text = (
+        "[![b](x.svg)](https://colab.research.google.com/github/a/b/blob/main/notebooks/01.ipynb) "
+        "https://mybinder.org/v2/gh/a/b/HEAD?urlpath=voila/render/notebooks/explorer.ipynb "
+        "[src](https://github.com/a/b/blob/main/stroke_helpers/metrics.py#L3) https://github.com/a/b"
+    )
+    assert repository_links(text) == [
+        ("a/b", "notebooks/01.ipynb"),
+        ("a/b", "notebooks/explorer.ipynb"),
+        ("a/b", "stroke_helpers/metrics.py"),
+    ]
+
+
+def test_readme_lists_the_chapters_as_their_introductions_do():
+    """README's chapter table is rendered from each chapter's first cell: title, goals, study time."""
+    site = site_module()
+    table = site.chapter_table()
+    assert table.count("\n| [") == 5 and "about" in table
+    assert table in (ROOT / "README.md").read_text(encoding="utf-8"), (
+        "README's chapter table differs from the chapters' introductions; it should read:\n" + table
+    )
+
+
+def test_the_instructor_guide_names_only_checks_that_exist():
+    from stroke_helpers import answers
+
+    guide = (ROOT / "docs" / "instructor-guide.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"answers\.(check_\w+)", guide))
+    assert named, "the guide names the exercises' checks"
+    assert sorted(n for n in named if not hasattr(answers, n)) == []
+    for nb in sorted((ROOT / "notebooks").glob("0*.ipynb")):
+        assert nb.name in guide, nb.name
+
+
+def test_a_fork_retargets_every_badge_and_link():
+    """``python docs/site/build.py badges --write`` after a fork changed ``repository``."""
+    site = site_module()
+    old, new = "https://github.com/a/b", "https://github.com/fork-owner/b2"
+    text = "\n".join(site.readme_badges(old)) + (
+        "\n`!git clone https://github.com/a/b && cd b && pip install -e .` and `%cd b/notebooks`; "
+        "[code](https://github.com/a/b/blob/main/stroke_helpers/metrics.py) "
+        "[atlas](https://github.com/Chin-Fu-Liu/Arterial_Atlas) abcd b"
+    )
+    out = site.retarget(text, new)
+    assert "\n".join(site.readme_badges(new)) in out
+    assert "git clone https://github.com/fork-owner/b2 && cd b2 &&" in out and "%cd b2/notebooks" in out
+    assert "https://github.com/fork-owner/b2/blob/main/stroke_helpers/metrics.py" in out
+    assert "https://github.com/Chin-Fu-Liu/Arterial_Atlas" in out and out.endswith("abcd b")
+    assert site.retarget(out, new) == out
