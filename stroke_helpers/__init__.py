@@ -7,6 +7,7 @@ One job per module, in the order data flows through them:
 - :mod:`stroke_helpers.locations`  where everything lives: argument, then environment variable, then default
 - :mod:`stroke_helpers.files`      atomic writes that say what went wrong, folder locks, swaps, the --force rule
 - :mod:`stroke_helpers.download`   fetch and unpack archives safely
+- :mod:`stroke_helpers.isles24`    convert a local ISLES 2024 copy (BIDS) into the ISLES 2018 layout
 - :mod:`stroke_helpers.perfusion`  indicator dilution, SVD deconvolution, perfusion maps, classical thresholds
 - :mod:`stroke_helpers.phantom`    the digital perfusion phantom (the synthetic ISLES-layout dataset)
 - :mod:`stroke_helpers.truth`      the phantom's truth folder, read: true maps, case table, TESTING masks
@@ -28,6 +29,7 @@ One job per module, in the order data flows through them:
 - :mod:`stroke_helpers.grid`       the experiment grid behind Tables 1 and 2, and the two cascades
 - :mod:`stroke_helpers.shipped`    the small trained ``cpu`` checkpoint the chapters read when the grid has not run
 - :mod:`stroke_helpers.report`     every results table, built once from the runs' metrics
+- :mod:`stroke_helpers.readme`     README's generated blocks: its results section, rendered from a results folder
 - :mod:`stroke_helpers.chapters`   what each chapter computes, and which data and results it reads
 - :mod:`stroke_helpers.notebooks`  the chapters executed with papermill and published with their outputs
 - :mod:`stroke_helpers.answers`    the exercises' answer checks, computed from data, truth and results
@@ -37,7 +39,7 @@ One job per module, in the order data flows through them:
 - :mod:`stroke_helpers.explorer`   the classroom explorer app (widgets in tabs), served with Voila
 
 ``python -m stroke_helpers`` is the command line (train, cascade, evaluate, predict, baseline,
-realism, reproduce, ship, explore); ``data_download.py`` at the repository's top gets the data.
+realism, reproduce, ship, readme, explore); ``data_download.py`` at the repository's top gets the data.
 """
 
 __version__ = "0.1.0"

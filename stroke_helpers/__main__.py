@@ -1,4 +1,4 @@
-"""Command line: ``python -m stroke_helpers {train,cascade,evaluate,predict,baseline,realism,reproduce,ship,explore} ...``.
+"""Command line: ``python -m stroke_helpers {train,cascade,evaluate,predict,baseline,realism,reproduce,ship,readme,explore} ...``.
 
 The same functions the notebooks call. Bad arguments and bad input print one line starting
 with ``error:`` and exit with status 2; ``--help`` on any command lists its options.
@@ -125,6 +125,11 @@ def parser() -> argparse.ArgumentParser:
         "--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP + "; fp32: what a CPU without bf16 runs"
     )
     r.add_argument("--skip-notebooks", action="store_true")
+    r.add_argument(
+        "--rescore-thresholds",
+        action="store_true",
+        help="score the classical threshold baselines again (kept when already scored on the same studies)",
+    )
     r.add_argument("--no-progress", action="store_true")
     _run_args(r)
     s = sub.add_parser("ship", help="write the small shipped checkpoint (MR+ATT All and its cascade) from a cpu run")
@@ -133,6 +138,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="default: the checkout's checkpoints/cpu")
     s.add_argument("--force", action="store_true", help="replace --out")
     s.add_argument("--no-progress", action="store_true")
+    w = sub.add_parser("readme", help="render README's results blocks from a results folder or the shipped checkpoint")
+    w.add_argument("--results", help="a reproduce results folder or a shipped checkpoint (default: checkpoints/cpu)")
+    w.add_argument("--readme", help="the README to write between its markers (default: the checkout's README.md)")
+    w.add_argument("--check", action="store_true", help="write nothing; exit 1 with a diff when README differs")
     x = sub.add_parser("explore", help="serve the classroom explorer app (Voila) on 127.0.0.1")
     x.add_argument("--data", help="ISLES-layout folder (default: DATA/synthetic)")
     x.add_argument("--run", help="a trained run or cascade folder: adds its prediction, attention and Ms")
@@ -275,7 +284,7 @@ def reproduce(args) -> None:
     from .notebooks import run_notebooks
     from .phantom import PhantomConfig, generate_dataset
     from .presets import get_preset
-    from .report import end_to_end, grid_overheads, write_report
+    from .report import end_to_end, grid_overheads, machine, write_report
     from .runs import ResultsFolder, check_results_folder, write_json
 
     t0, seconds = time.perf_counter(), {}
@@ -297,6 +306,7 @@ def reproduce(args) -> None:
     barrier()
     t1 = time.perf_counter()
     grid = Grid(data, results, preset, args.seed, not args.no_progress, args.seeds, args.precision, _run_options(args))
+    grid.rescore_thresholds = args.rescore_thresholds  # the classical baselines' scores, kept unless asked
     grid_seconds = grid.run_all()
     seconds["experiment grid and cascades"] = time.perf_counter() - t1
     if not is_main_process():
@@ -313,6 +323,7 @@ def reproduce(args) -> None:
         "grid_seconds": grid_seconds,
         "overheads": grid_overheads(results, wall),
         "end_to_end": end_to_end(results, data, preset.size, wall),
+        "machine": machine(resolve_device("auto"), args.precision),  # README's results block names it
     }
     write_json(timing, ResultsFolder(results).timing)
     figures = sorted(ResultsFolder(results).figures.glob("*.png"))
@@ -323,7 +334,8 @@ def reproduce(args) -> None:
 DISTRIBUTED_COMMANDS = ("train", "cascade", "reproduce")
 
 
-def run(args) -> None:
+def run(args) -> int | None:
+    """Run one command; an exit status other than 0 is returned (``readme --check``), errors raise."""
     from .engine import is_main_process
 
     if args.command not in DISTRIBUTED_COMMANDS and not is_main_process():
@@ -372,6 +384,19 @@ def run(args) -> None:
                 not args.no_progress,
             )
         )
+    elif args.command == "readme":
+        from .readme import update
+
+        results = Path(args.results) if args.results else locations.shipped_checkpoint()
+        readme = Path(args.readme) if args.readme else locations.checkout() / "README.md"
+        diff = update(readme, results, check=args.check)
+        if args.check and diff:
+            print(diff, end="")
+            print(
+                f"{readme} differs from what `python -m stroke_helpers readme` renders from {results}", file=sys.stderr
+            )
+            return 1
+        print(f"{readme}: {'rendered' if diff else 'up to date'} from {results}")
     elif args.command == "explore":
         from .explorer import serve
 
@@ -385,7 +410,7 @@ def main(argv=None) -> int:
     from .runs import RunError
 
     try:
-        run(args)
+        status = run(args)
     except (IslesError, RunError, ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -395,7 +420,7 @@ def main(argv=None) -> int:
             hint = "continue with the same command (with --resume)"
         print(f"interrupted; {hint}", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

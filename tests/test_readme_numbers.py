@@ -12,7 +12,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from stroke_helpers import locations
-from stroke_helpers.grid import CASCADES, ROWS, TABLE1, TABLE2
+from stroke_helpers.architectures import DEFAULT, build, get_architecture
+from stroke_helpers.grid import CASCADES, ROWS, Grid
 from stroke_helpers.model import CrossAttentionAutoencoder, count_parameters
 from stroke_helpers.phantom import ISLES_SLICES
 from stroke_helpers.presets import PRESETS
@@ -40,13 +41,30 @@ def step_flops(batch: int = 8, size: int = 224) -> float:
     return counter.get_total_flops()
 
 
-def grid_models() -> int:
-    """Trainings of a ``reproduce`` grid with a ``best.pt``, and the copied stage-1 runs."""
-    table, seeds = len(ROWS) * (len(TABLE1) + len(TABLE2)), PRESETS["cpu"].seeds
-    extra_seeds = len(ROWS) * (seeds - 1)
-    cascades = seeds * len(CASCADES)
-    folds = seeds * sum(CASCADES.values())
-    return table + extra_seeds + cascades + folds + cascades  # + each cascade's copied stage 1
+def grid_models() -> dict[str, int]:
+    """The models with a ``best.pt`` in a ``cpu`` ``reproduce`` grid, per architecture, from the
+    grid's own steps (:meth:`~stroke_helpers.grid.Grid.todo`): each run, and for each cascade its
+    stage 2, its fold models and the copy of its stage 1 (``copied stage 1``)."""
+    models = {"copied stage 1": 0}
+    for kind, args in Grid("data", "results", "cpu").todo():
+        if kind == "run":
+            architecture = DEFAULT if args[0] in ROWS else get_architecture(args[0]).name
+            models[architecture] = models.get(architecture, 0) + 1
+        elif kind == "cascade":
+            models[DEFAULT] = models.get(DEFAULT, 0) + 1 + CASCADES[args[0]]  # stage 2 and the fold models
+            models["copied stage 1"] += 1
+    return models
+
+
+def grid_weights_bytes(preset: str) -> int:
+    """fp32 bytes of every ``best.pt`` of a ``reproduce`` grid (each model counted with 5 inputs)."""
+    widths = PRESETS[preset].widths
+    sizes = {
+        a: count_parameters(build(a, 5, widths, *get_architecture(a).switches(None, None)))
+        for a in grid_models()
+        if a != "copied stage 1"
+    }
+    return 4 * sum(sizes.get(a, sizes[DEFAULT]) * n for a, n in grid_models().items())
 
 
 def test_model_size_and_cost_in_readme():
@@ -59,12 +77,16 @@ def test_model_size_and_cost_in_readme():
 def test_disk_table_in_readme_follows_from_the_parameter_counts():
     text = gpu_section()
     cpu, paper = 4 * parameters("cpu"), 4 * parameters("paper")  # fp32 bytes of the weights
-    n = grid_models()
-    assert grid_models() == 63 and "57 trainings and 6 copied stage-1 runs" in text
+    models = grid_models()
+    copies = models["copied stage 1"]
+    trainings = sum(models.values()) - copies
+    assert models["monai-attention-unet"] == 1 and sum(models.values()) == 64  # 58 trainings, 6 copies
+    assert f"{trainings} trainings and {copies} copied stage-1 runs" in text
     assert f"| `best.pt` (model) | {cpu / 1e6:.1f} MB | {paper / 1e6:.0f} MB |" in text
     assert f"| {3 * cpu / 1e6:.0f} MB | {3 * paper / 1e6:.0f} MB |" in text  # weights and two AdamW moments
-    assert f"their `best.pt` | {n * cpu / 1e9:.1f} GB | {n * paper / 1e9:.1f} GB |" in text
-    assert f"| + {n * 3 * cpu / 1e9:.1f} GB | + {n * 3 * paper / 1e9:.1f} GB |" in text
+    grid = {p: grid_weights_bytes(p) for p in ("cpu", "paper")}
+    assert f"their `best.pt` | {grid['cpu'] / 1e9:.1f} GB | {grid['paper'] / 1e9:.1f} GB |" in text
+    assert f"| + {3 * grid['cpu'] / 1e9:.1f} GB | + {3 * grid['paper'] / 1e9:.1f} GB |" in text
     cache = {s: ISLES_TRAINING_SLICES * s * s * (5 * 2 + 2) for s in (96, 224)}  # 5 fp16 channels, mask, brain
     assert f"| {cache[96] / 1e6:.0f} MB | about {cache[224] / 1e9:.1f} GB |" in text
     ms = {s: ISLES_TRAINING_SLICES * s * s * 2 for s in (96, 224)}

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from stroke_helpers import answers, chapters, locations, shipped  # noqa: E402
+from stroke_helpers import answers, chapters, locations, readme, shipped  # noqa: E402
 from stroke_helpers.baseline import THRESHOLDS  # noqa: E402
 from stroke_helpers.cascade import stage1_maps  # noqa: E402
 from stroke_helpers.datasets import build_slices  # noqa: E402
@@ -132,6 +132,10 @@ def test_ship_halves_the_weights_and_scores_them_again(bundle, smoke_grid, phant
     assert described["leakage"]["cascade_oof"]["training"] == round(leak["out-of-fold"], 4)
     for scores in described["mean_dice"].values():
         assert scores["shipped (fp16)"] == pytest.approx(scores["grid (fp32 weights)"], abs=0.02)
+        # under autocast, the halved models in fp32 too: what a CPU without bf16 units computes
+        assert ("shipped, evaluated in fp32" in scores) == (described["evaluated_in"] != "fp32")
+    if described["evaluated_in"] != "fp32":  # README's shipped table gets its last column from it
+        assert "The last column is what a CPU without bf16 units computes." in readme.render_shipped(bundle)
     with pytest.raises(FileExistsError, match="--force"):
         shipped.ship(smoke_grid, bundle, progress=False)
     with pytest.raises(RunError, match="no evaluated run"):
