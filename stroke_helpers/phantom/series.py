@@ -6,7 +6,7 @@ Tissue values (docs/decisions.md §6, ml/100g/min, ml/100g, s): healthy GM CBF 5
 patient (:data:`STATES`), so one patient's core can be another's severe penumbra and no single
 rCBF threshold is right for all, while CBV (kept up by autoregulation in the penumbra, down in the
 core) tells them apart: mild penumbra CBF x0.6-0.85, CBV x1.0-1.2, Tmax 7-9.5 s; severe penumbra
-CBF x0.25-0.5, CBV x0.9-1.15, Tmax 11.5-16 s; core CBF x0.04-0.3, CBV x0.45-0.8, the severe Tmax
+CBF x0.2-0.5, CBV x0.9-1.15, Tmax 11.5-16 s; core CBF x0.04-0.38, CBV x0.45-0.8, the severe Tmax
 plus 0-2 s; reperfused infarct CBF x0.9-1.3, CBV x1.0-1.2, Tmax 0.5-2 s. MTT = 60 CBV/CBF; each
 value jittered +-8 % per patient, with a smooth +-10 % texture. The arrival delay is what puts the
 residue's maximum (later for a dispersed one) at that Tmax.
