@@ -828,6 +828,35 @@ def realism_takeaway(percentiles: dict | None) -> str:
     )
 
 
+def realism_scorecard(data: Path, progress: bool = True) -> tuple[str, list[dict]]:
+    """The realism scorecard of ``data``'s TRAINING split as a Markdown table, and its rows: read
+    from ``truth/scorecard.csv`` when ``python -m stroke_helpers realism`` has written it there,
+    else measured now (about a minute for the default dataset) and written there."""
+    from .scorecard import default_output, markdown_table, read_table, report_realism
+
+    path = default_output(data)
+    if path is not None and path.is_file():
+        rows = read_table(path)
+    else:
+        rows = report_realism(data, progress=progress)
+    return markdown_table({"this dataset (TRAINING)": rows}), rows
+
+
+def scorecard_takeaway(rows: list[dict]) -> str:
+    passed = [r["quantity"] for r in rows if r["result"] == "pass"]
+    failed = [r["quantity"] for r in rows if r["result"] == "FAIL"]
+    miss = f" Out of range: {', '.join(failed)}." if failed else ""
+    value = {r["quantity"]: float(r["value"]) for r in rows}
+    return (
+        f"**Take-away.** {len(passed)} of the {len(rows)} quantities fall in their real-data range here.{miss} "
+        f"The Tmax > 6 s region is {value['tmax6_over_lesion']:.1f} times the lesion (median), and rCBF < 30 % "
+        f"covers {value['core30_over_lesion']:.2f} of its volume with a mean Dice of {value['core30_dice']:.2f}: "
+        "each threshold answers a different question than the expert mask does. What the scorecard cannot check "
+        "is whether real lesions have the phantom's shapes, textures and timing: results on the phantom are "
+        "lessons about the method, not clinical findings."
+    )
+
+
 def summary_01(summaries, volumes, sep, rows, data: Path) -> str:
     s = summaries[0]
     ranked = sorted(sep, key=lambda m: -sep[m][0])
