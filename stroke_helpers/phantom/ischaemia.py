@@ -24,7 +24,7 @@ The territory is the atlas's widened by 12 mm into the same side's tissue (:func
 Volumes: the OT seen by the slab is log-normal, median 19 mL, sigma 1.1 (0.1-150 mL, at most 30 %
 of the territory in view), 0.2-2 mL for perforators. The hypoperfusion is ``r`` times the OT, ``r``
 log-normal, median 6, sigma 0.5 (2-30; capped by the territory): DEFUSE 3's DWI lesions are a
-small part of Tmax > 6 s. The core on CTP is 40-90 % of the OT (the OT is drawn 36 min later, so
+small part of Tmax > 6 s. The core on CTP is 35-85 % of the OT (the OT is drawn 36 min later, so
 most of it is already core: rCBF < 38 % is about unbiased against early DWI, Cereda 2016), in the
 severe zone, with a rougher border.
 
@@ -58,7 +58,7 @@ SITES = {
 }
 DEEP_ORIGIN = (3, 5, 15, 21)  # labels where the hypoperfusion starts when the territory has them
 NWU_PER_HOUR, NWU_MAX = 0.032, 0.30
-CORE_FRACTION = (0.4, 0.9)  # of the OT already core on CTP
+CORE_FRACTION = (0.35, 0.85)  # of the OT already core on CTP
 HYPOPERFUSION_RATIO = (6.0, 0.5, 2.0, 30.0)  # Tmax > 6 s volume / OT: log-normal median, sigma, clip
 REPERFUSED = (0.6, 0.05, 0.35)
 BORDERZONE_MM = 12.0  # probability of a reperfused part, its share of the OT (uniform)

@@ -2,12 +2,12 @@
 from the noisy series; :func:`simulate_patient` ties anatomy, territories and ischaemia together.
 
 Tissue values (docs/decisions.md §6, ml/100g/min, ml/100g, s): healthy GM CBF 55, CBV 4.0; WM 22,
-2.0; delay 0.5 s. Each ischaemic state scales both tissues' CBF and CBV by factors drawn per
-patient (:data:`STATES`), so one patient's core can be another's severe penumbra and no single
-rCBF threshold is right for all, while CBV (kept up by autoregulation in the penumbra, down in the
-core) tells them apart: mild penumbra CBF x0.6-0.85, CBV x1.0-1.2, Tmax 7-9.5 s; severe penumbra
-CBF x0.2-0.5, CBV x0.9-1.15, Tmax 11.5-16 s; core CBF x0.04-0.38, CBV x0.45-0.8, the severe Tmax
-plus 0-2 s; reperfused infarct CBF x0.9-1.3, CBV x1.0-1.2, Tmax 0.5-2 s. MTT = 60 CBV/CBF; each
+2.0; Tmax 0.5 s. Each ischaemic state scales both tissues' CBF and CBV by factors drawn per
+patient (:data:`STATES`): mild penumbra CBF x0.6-0.85, CBV x1.0-1.2, Tmax 7-9.5 s; severe penumbra
+CBF x0.22-0.52, CBV x0.9-1.15, Tmax 11.5-16 s; core CBF x0.2-0.7 and CBV x0.4-0.75 of its own
+severe penumbra's, Tmax that plus 0-2 s; reperfused infarct CBF x0.9-1.3, CBV x1.0-1.2, Tmax 0.5-2 s.
+Within a patient the core is darker than its penumbra on CBF and CBV; across patients one core can
+have another's penumbral flow, so no single rCBF threshold is right for all. MTT = 60 CBV/CBF; each
 value jittered +-8 % per patient, with a smooth +-10 % texture. The arrival delay is what puts the
 residue's maximum (later for a dispersed one) at that Tmax.
 
@@ -45,26 +45,32 @@ from .anatomy import HU, SLICE_MM, SPACING_XY, anatomy, patient_pose, slab_heigh
 from .ischaemia import core_hypodensity, ischaemia, onset_times, second_focus
 from .territories import load_territories
 
+def _mid(bounds) -> float:
+    return sum(bounds) / 2
+
+
 #: Healthy (CBF ml/100g/min, CBV ml/100g) per tissue, docs/decisions.md §6.
 HEALTHY = {"GM": (55.0, 4.0), "WM": (22.0, 2.0)}
 #: Per ischaemic state, the ranges (uniform, per patient) of CBF and CBV relative to healthy tissue,
-#: the true Tmax (s; the core's is added to the severe penumbra's) and the extra dispersion (s).
+#: the true Tmax (s) and the extra dispersion (s). The core's CBF and CBV are fractions of its own
+#: severe penumbra's and its Tmax is added to it: within a patient the core is always the darker
+#: on CBF and CBV, across patients its absolute values overlap other patients' penumbra.
 STATES = {
     "normal": ((1.0, 1.0), (1.0, 1.0), (0.5, 0.5), 0.0),
     "mild": ((0.6, 0.85), (1.0, 1.2), (7.0, 9.5), 1.5),
-    "severe": ((0.2, 0.5), (0.9, 1.15), (11.5, 16.0), 2.5),
-    "core": ((0.04, 0.38), (0.45, 0.8), (0.0, 2.0), 3.0),
+    "severe": ((0.22, 0.52), (0.9, 1.15), (11.5, 16.0), 2.5),
+    "core": ((0.2, 0.7), (0.4, 0.75), (0.0, 2.0), 3.0),  # CBF, CBV and Tmax relative to the severe penumbra's
     "reperfused": ((0.9, 1.3), (1.0, 1.2), (0.5, 2.0), 0.5),
 }
 #: (CBF, CBV, Tmax, dispersion) per (state, tissue) at the middle of each range: the median patient.
 TISSUE = {
     (state, tissue): (
-        cbf * sum(f_cbf) / 2,
-        cbv * sum(f_cbv) / 2,
-        sum(delay) / 2 + (sum(STATES["severe"][2]) / 2 if state == "core" else 0),
+        cbf * _mid(f_cbf) * (_mid(STATES["severe"][0]) if state == "core" else 1),
+        cbv * _mid(f_cbv) * (_mid(STATES["severe"][1]) if state == "core" else 1),
+        _mid(tmax) + (_mid(STATES["severe"][2]) if state == "core" else 0),
         disp,
     )
-    for state, (f_cbf, f_cbv, delay, disp) in STATES.items()
+    for state, (f_cbf, f_cbv, tmax, disp) in STATES.items()
     for tissue, (cbf, cbv) in HEALTHY.items()
 }
 
@@ -74,6 +80,8 @@ def tissue_values(rng) -> dict:
     drawn once per patient, each value then jittered +-8 %."""
     draw = {state: [rng.uniform(*f_cbf), rng.uniform(*f_cbv), rng.uniform(*delay), disp]
             for state, (f_cbf, f_cbv, delay, disp) in STATES.items()}  # fmt: skip
+    draw["core"][0] *= draw["severe"][0]
+    draw["core"][1] *= draw["severe"][1]
     draw["core"][2] += draw["severe"][2]
     values = {}
     for (state, tissue), _ in TISSUE.items():
@@ -161,8 +169,14 @@ def _pv(mask: np.ndarray, sigma: float = 0.6) -> np.ndarray:
     return ndimage.gaussian_filter(mask.astype(np.float32), (sigma, sigma, 0))
 
 
+#: SD of the extra patchiness of perfusion in the severe penumbra and the core (smooth over ~4 mm).
+ISCHAEMIC_TEXTURE = 0.25
+
+
 def tissue_weights(rng, anat: dict, les: dict) -> dict:
-    """Partial-volume weight of each (state, tissue) curve per voxel, with the perfusion texture."""
+    """Partial-volume weight of each (state, tissue) curve per voxel, with the perfusion texture
+    (+-10 %, ~6 mm) and, in the severe penumbra and the core, a patchier one (:data:`ISCHAEMIC_TEXTURE`):
+    a voxel's flow there is not its neighbour's, so no single threshold follows the core's border."""
     masks = {
         "core": les["core"] & ~les["reperfused"],
         "severe": les["severe"],
@@ -172,7 +186,11 @@ def tissue_weights(rng, anat: dict, les: dict) -> dict:
     w = {state: _pv(m) for state, m in masks.items()}
     w["normal"] = np.clip(1 - sum(w.values()), 0, 1)
     texture = 1 + 0.1 * _smooth(rng, anat["GM"].shape, 6 / SPACING_XY)
-    return {(state, tissue): w[state] * anat[tissue] * texture for state, tissue in TISSUE}
+    patchy = np.clip(1 + ISCHAEMIC_TEXTURE * _smooth(rng, anat["GM"].shape, 4 / SPACING_XY), 0.3, 1.7)
+    return {
+        (state, tissue): w[state] * anat[tissue] * texture * (patchy if state in ("severe", "core") else 1)
+        for state, tissue in TISSUE
+    }
 
 
 def _smooth(rng, shape, sigma_px):
