@@ -45,6 +45,7 @@ from .anatomy import HU, SLICE_MM, SPACING_XY, anatomy, patient_pose, slab_heigh
 from .ischaemia import core_hypodensity, ischaemia, onset_times, second_focus
 from .territories import load_territories
 
+
 def _mid(bounds) -> float:
     return sum(bounds) / 2
 
