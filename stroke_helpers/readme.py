@@ -241,6 +241,14 @@ def time_paragraph(results: Path) -> str:
         f"generating the dataset took {seconds['dataset']:.0f} s" if "dataset" in seconds else "on an existing dataset"
     )
     notebooks = f" and the five notebooks ({seconds['notebooks']:.0f} s)" if "notebooks" in seconds else ""
+    if parts["everything else"] < 0:  # a resumed grid: its runs' histories hold more than this session's wall
+        return (
+            f"**Time.** `python -m stroke_helpers reproduce`{on} was resumed: its last session took {wall / 60:.1f} min "
+            f"and finished the grid of {trainings} ({breakdown}){notebooks}, {dataset}. The runs' learning curves "
+            f"record {parts['training steps'] / 60:.1f} min of training steps and "
+            f"{parts['per-epoch validation'] / 60:.1f} min of per-epoch validation, more than that session's wall "
+            f"time (runs trained before the resume count too), so no shares of the wall time are given. {runs}."
+        )
     shares = ", ".join(
         f"{100 * parts[k] / wall:.0f} % {k}" for k in ("training steps", "per-epoch validation", "everything else")
     )

@@ -467,8 +467,16 @@ def time_markdown(
     if grid_seconds:
         wall = sum(grid_seconds.values())
         parts = grid_overheads(results, wall)
-        lines += ["", "| grid time | seconds | share |", "|---|---|---|"]
-        lines += [f"| {k} | {v:.0f} | {100 * v / wall:.0f} % |" for k, v in parts.items()]
+        if parts["everything else"] < 0:  # resumed: the histories hold runs trained before this session
+            lines += [
+                "",
+                "| grid time (resumed: the runs' histories include earlier sessions) | seconds |",
+                "|---|---|",
+            ]
+            lines += [f"| {k} | {v:.0f} |" for k, v in parts.items() if k != "everything else"]
+        else:
+            lines += ["", "| grid time | seconds | share |", "|---|---|---|"]
+            lines += [f"| {k} | {v:.0f} | {100 * v / wall:.0f} % |" for k, v in parts.items()]
         lines += ["", "| grid step | seconds |", "|---|---|"] + [f"| {k} | {v:.0f} |" for k, v in grid_seconds.items()]
     return "\n".join(lines)
 

@@ -48,7 +48,7 @@ from .truth import has_test_truth, has_truth, read_cases, read_config
 WEIGHTS = (ALL_RUN, "cascade")  # the runs whose weights ship; the cascade's stage 1 is ALL_RUN
 CHAPTER_RUNS = (ALL_RUN, *CASCADES)  # the grid is ready for the chapters with these
 RECIPE = "python -m stroke_helpers reproduce --preset cpu"
-GRID_TIME = "36-48 minutes on 2 cores"  # measured: README, "Results on the synthetic dataset"
+GRID_TIME = "most of an hour on 2 cores"  # the measured times: README, "Results on the synthetic dataset"
 FILE_SETTINGS = ("atlas", "write_pwi", "compress")  # where the atlas was, how files were written
 CASE_COLUMNS = ("split", "case", "patient", "slab", "n_slices", "n_frames", "site", "territory", "side", "seed")
 
