@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,31 @@ REAL_CT = Path(__file__).resolve().parents[1].parent / "shared" / "real" / "SMIR
 ATLAS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "atlas"
 CT_TEMPLATE = Path(__file__).resolve().parents[1].parent / "shared" / "ct-template" / "scct_stripped_hu.nii.gz"
 TOKENS_3D = ("CT", "CBF", "CBV", "MTT", "Tmax", "OT")
+
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+
+
+def chromium_path() -> str | None:
+    """The system chromium (``$STROKE_CHROMIUM``, else the first of :data:`CHROMIUM_NAMES` on PATH)."""
+    found = os.environ.get("STROKE_CHROMIUM") or next(filter(None, map(shutil.which, CHROMIUM_NAMES)), None)
+    return found if found and Path(found).exists() else None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium driven by Playwright (never a downloaded browser); skips, saying why, without either."""
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="Playwright for Python is missing: pip install -e '.[test]'"
+    )
+    path = chromium_path()
+    if path is None:
+        pytest.skip("no chromium found (apt-get install chromium, or set STROKE_CHROMIUM); browser tests skipped")
+    with sync_api.sync_playwright() as p:
+        quiet = ["--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+        b = p.chromium.launch(executable_path=path, args=["--no-sandbox", "--disable-gpu", *quiet])
+        yield b
+        b.close()
 
 
 @pytest.fixture(scope="session")

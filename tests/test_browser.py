@@ -19,7 +19,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -31,29 +30,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 # the page's own resources may point at a CDN; there is no network here, and that is not an error
 IGNORED_CONSOLE = ("Failed to load resource", "net::ERR_")
-
-
-def chromium_path() -> str | None:
-    found = os.environ.get("STROKE_CHROMIUM") or next(filter(None, map(shutil.which, CHROMIUM_NAMES)), None)
-    return found if found and Path(found).exists() else None
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="Playwright for Python is missing: pip install -e '.[test]'"
-    )
-    path = chromium_path()
-    if path is None:
-        pytest.skip("no chromium found (apt-get install chromium, or set STROKE_CHROMIUM); browser tests skipped")
-    with sync_api.sync_playwright() as p:
-        quiet = ["--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
-        b = p.chromium.launch(executable_path=path, args=["--no-sandbox", "--disable-gpu", *quiet])
-        yield b
-        b.close()
 
 
 def free_port() -> int:

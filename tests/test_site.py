@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -29,7 +28,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "docs" / "site" / "build.py"
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 # what may come from outside the site: badges and MathJax (no network in CI: they fail to load)
 EXTERNAL_OK = ("https://colab.research.google.com/assets/", "https://cdn.jsdelivr.net/npm/mathjax")
 
@@ -39,11 +37,6 @@ def site_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def chromium_path() -> str | None:
-    found = os.environ.get("STROKE_CHROMIUM") or next(filter(None, map(shutil.which, CHROMIUM_NAMES)), None)
-    return found if found and Path(found).exists() else None
 
 
 @pytest.fixture(scope="module")
@@ -74,21 +67,6 @@ def served(built):
     yield out, f"http://127.0.0.1:{server.server_port}/"
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="Playwright for Python is missing: pip install -e '.[test]'"
-    )
-    path = chromium_path()
-    if path is None:
-        pytest.skip("no chromium found (apt-get install chromium, or set STROKE_CHROMIUM); site browser test skipped")
-    with sync_api.sync_playwright() as p:
-        quiet = ["--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
-        b = p.chromium.launch(executable_path=path, args=["--no-sandbox", "--disable-gpu", *quiet])
-        yield b
-        b.close()
 
 
 def test_the_build_prints_its_time_and_writes_every_page(built):
