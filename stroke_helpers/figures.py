@@ -220,7 +220,8 @@ def modality_histograms(studies, modalities=MODALITIES, bins: int = 60):
     each modality's units as provided. The x range is the modality's display window; for the
     uncalibrated maps (CBF, CBV) it ends at the 97th percentile of healthy brain or the 99th of
     the lesion, whichever is higher, so that the few vessel voxels (ten times brighter) do not
-    squeeze both curves into a corner. Densities are per unit of x: the curves compare shapes."""
+    squeeze both curves into a corner. Integer-valued maps get whole-unit bins. Densities are per unit
+    of x: the curves compare shapes."""
     fig, axes = subplots(1, len(modalities), figsize=(3.2 * len(modalities), 2.8))
     for ax, m in zip(np.atleast_1d(axes), modalities):
         inside, lesion = [], []
@@ -233,7 +234,11 @@ def modality_histograms(studies, modalities=MODALITIES, bins: int = 60):
         lo, hi = row_of(m).window
         if hi is None:
             hi = max(np.percentile(inside, 97), np.percentile(lesion, 99) if lesion.size else 0.0)
-        kw = {"bins": bins, "range": (lo, hi), "density": True, "histtype": "step"}
+        edges = np.linspace(lo, hi, bins + 1)
+        if np.all(np.mod(inside[:10_000], 1) == 0) and hi - lo > 1:  # integer-valued (the ISLES uint16 maps):
+            step = max(1.0, np.ceil((hi - lo) / bins))  # whole-unit bins, or every other bin is empty (a comb)
+            edges = np.arange(np.floor(lo) - 0.5, hi + step, step)
+        kw = {"bins": edges, "density": True, "histtype": "step"}
         ax.hist(inside, label="brain", color="C0", **kw)
         ax.hist(lesion, label="lesion", color=EXPERT, **kw)
         ax.set_title(m)
