@@ -192,7 +192,11 @@ def test_chapters_run_on_the_shipped_checkpoint_and_leave_it_untouched(
     cascade = bundle / "runs" / "cascade"
     remade = stage1_maps(cascade / "stage1", arrays, torch.arange(len(arrays)).numpy(), torch.device("cpu"))[0]
     grid_maps = load_synthetic_maps(smoke_grid / "runs" / "cascade" / "synthetic_maps.pt", arrays)
-    assert (remade - grid_maps).abs().max() < 0.05  # the in-sample maps, made again from the fp16 stage 1
+    # the in-sample maps, made again from the fp16 stage 1: the same maps up to fp16 rounding, which a
+    # few pixels of large similarity amplify (measured without ../shared: mean 0.002, max 0.08 over
+    # 139,264 pixels, 78 of them above 0.05); a wrong stage 1 or wrong slices differ everywhere
+    diff = (remade - grid_maps).abs()
+    assert diff.mean() < 0.01 and (diff > 0.05).float().mean() < 0.002
     leak = chapters.leakage(bundle, arrays)
     assert set(leak) == {"in-sample", "out-of-fold", "validation"}
     assert leak["out-of-fold"] == shipped.manifest(bundle)["leakage"]["cascade_oof"]["training"]
