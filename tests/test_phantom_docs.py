@@ -1,4 +1,4 @@
-"""docs/decisions.md §6 states the phantom's v3 parameters; each stated number is read here and
+"""docs/decisions.md §6 states the phantom's parameters; each stated number is read here and
 compared with the constant the generator uses, so the two cannot drift apart."""
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ def test_stated_constants_are_the_generator_s():
     p, lo, hi = ischaemia.REPERFUSED
     assert f"in {100 * p:g} % of the patients a **reperfused** part ({100 * lo:g}–{100 * hi:g} % of the lesion)" in text
     assert f"{100 * ischaemia.NWU_PER_HOUR:g} %/h" in text
-    assert f"SD {100 * series.ISCHAEMIC_TEXTURE:g} %" in text
+    assert f"SD {100 * series.ISCHAEMIC_TEXTURE:g} %, ~{ischaemia.FLOW_MM:g} mm" in text
+    assert f"median {ischaemia.OT_MEDIAN_ML:g} mL" in text
+    assert f"(N(0, {series.REGISTRATION_SD_MM:g} mm) per axis;" in text
     assert f"GM ≈ {anatomy.HU['GM']:g}, WM ≈ {anatomy.HU['WM']:g}" in text
     assert "`0.2 + 0.45 (1 - g)`" in text and ischaemia.intensity_ratio(0.0) == pytest.approx(0.65)
     assert ischaemia.intensity_ratio(1.0) == pytest.approx(0.2)

@@ -21,20 +21,22 @@ outward; a smooth collateral field (SD 0.35, ~15 mm) makes its border irregular.
 (collateral grade ``g ~ U(0, 1)``: good collaterals, a wide mild rim; DEFUSE 2's median ~0.4).
 
 The territory is the atlas's widened by 12 mm into the same side's tissue (:func:`borderzone`).
-Volumes: the OT seen by the slab is log-normal, median 19 mL, sigma 1.1 (0.1-150 mL, at most 30 %
+Volumes: the OT seen by the slab is log-normal, median 21 mL, sigma 1.1 (0.1-150 mL, at most 30 %
 of the territory in view), 0.2-2 mL for perforators. The hypoperfusion is ``r`` times the OT, ``r``
-log-normal, median 6, sigma 0.5 (2-30; capped by the territory): DEFUSE 3's DWI lesions are a
+log-normal, median 9, sigma 0.5 (2-30; capped by the territory): DEFUSE 3's DWI lesions are a
 small part of Tmax > 6 s. The core on CTP is 35-85 % of the OT (the OT is drawn 36 min later, so
 most of it is already core: rCBF < 38 % is about unbiased against early DWI, Cereda 2016), in the
 severe zone, with a rougher border.
 
 Time (per patient): onset-to-CT ``t_ct`` ~ log-normal, median 150 min, sigma 0.6, 30-720 min;
 CT-to-DWI ``t_dwi`` ~ log-normal, median 36 min, sigma 0.5. NCCT: net water uptake of the core
-grows 3.2 %/h up to 30 %, so its hypodensity is ``HU_tissue * NWU`` (faint early: ~2-3 HU at 2 h;
-obvious late: ~9 HU at 8 h). Published rates are 2.5-2.6 %/h (Minnerup 2016, Broocks 2018); the
-phantom's is set a little higher so that, after partial volume with CSF and the core's ragged
-border, the measured hypodensity 2-4 h after onset lies in the published 2-5 HU. OT (drawn on DWI ``t_dwi`` after the CTP):
-the core plus the severe penumbra nearest it that infarcts in that interval, plus, in 60 % of the
+grows 4.5 %/h up to 30 %, so its hypodensity is ``HU_tissue * NWU`` (faint early: ~3 HU at 2 h;
+obvious late: ~10 HU from 7 h on). Published rates are 2.5-2.6 %/h (Minnerup 2016, Broocks 2018); the
+phantom's is set higher so that, after partial volume with CSF and the core's ragged border, the
+measured hypodensity 2-4 h after onset lies in the middle of the published 2-5 HU. OT (drawn on DWI ``t_dwi`` after the CTP):
+the core plus the severe penumbra that infarcts in that interval: the part nearest the core where
+flow is lowest (the patient's ``flow`` field, which also makes the severe zone's perfusion patchy in
+:mod:`.series`: the lower the flow, the sooner tissue dies, Jones 1981), plus, in 60 % of the
 patients, a reperfused part (5-35 % of the OT): tissue already infarcted outside the hypoperfusion,
 where a branch recanalised before the CTP, invisible on the perfusion maps (real DWI lesions are
 not always inside Tmax > 6 s).
@@ -57,11 +59,13 @@ SITES = {
     "perforator": (0.08, (5, 21)),
 }
 DEEP_ORIGIN = (3, 5, 15, 21)  # labels where the hypoperfusion starts when the territory has them
-NWU_PER_HOUR, NWU_MAX = 0.032, 0.30
+NWU_PER_HOUR, NWU_MAX = 0.045, 0.30
+OT_MEDIAN_ML = 21.0  # the OT's log-normal median per slab (sigma 1.1)
 CORE_FRACTION = (0.35, 0.85)  # of the OT already core on CTP
-HYPOPERFUSION_RATIO = (6.0, 0.5, 2.0, 30.0)  # Tmax > 6 s volume / OT: log-normal median, sigma, clip
-REPERFUSED = (0.6, 0.05, 0.35)
-BORDERZONE_MM = 12.0  # probability of a reperfused part, its share of the OT (uniform)
+HYPOPERFUSION_RATIO = (9.0, 0.5, 2.0, 30.0)  # Tmax > 6 s volume / OT: log-normal median, sigma, clip
+REPERFUSED = (0.6, 0.05, 0.35)  # probability of a reperfused part, its share of the OT (uniform)
+BORDERZONE_MM = 12.0
+FLOW_MM, GROWTH_FLOW_MM = 4.0, 3.0  # the flow field's smoothness; how far (mm) 1 SD lower flow pulls the growth
 
 
 def intensity_ratio(collaterals: float) -> float:
@@ -140,8 +144,10 @@ def ischaemia(rng, labels: np.ndarray, tissue: np.ndarray, spacing: tuple, times
     site, side, terr = choose_site(rng, labels, tissue)
     if site != "perforator":
         terr = borderzone(labels, tissue, terr, spacing)
-    ot_ml = rng.uniform(0.2, 2.0) if site == "perforator" else np.clip(rng.lognormal(np.log(19), 1.1), 0.1, 150)
-    return _lesion(rng, labels, terr, spacing, times, ot_ml * n_slabs) | {
+    ot_ml = rng.uniform(0.2, 2.0) if site == "perforator" else np.clip(rng.lognormal(np.log(OT_MEDIAN_ML), 1.1), 0.1, 150)
+    flow = smooth_field(rng, labels.shape, FLOW_MM / spacing[0])
+    return _lesion(rng, labels, terr, spacing, times, ot_ml * n_slabs, flow) | {
+        "flow": flow,
         "site": site,
         "side": "left" if side < 0 else "right",
         "territory": "+".join(sorted({_group(v) for v in np.unique(labels[terr])})),
@@ -160,7 +166,7 @@ def second_focus(rng, les: dict, labels, tissue, spacing, times, sl: slice) -> d
         les["territory"] = "+".join(sorted(set(les["territory"].split("+")) | {"MCA"}))
     if terr.sum() < 20:
         return les
-    extra = _lesion(rng, labels, terr, spacing, times, float(rng.uniform(0.5, 5)))
+    extra = _lesion(rng, labels, terr, spacing, times, float(rng.uniform(0.5, 5)), les["flow"])
     for k in ("core", "ot", "reperfused"):
         les[k] = les[k] | extra[k]
     for k in ("penumbra", "severe"):
@@ -168,7 +174,7 @@ def second_focus(rng, les: dict, labels, tissue, spacing, times, sl: slice) -> d
     return les
 
 
-def _lesion(rng, labels, terr: np.ndarray, spacing, times: dict, ot_ml: float) -> dict:
+def _lesion(rng, labels, terr: np.ndarray, spacing, times: dict, ot_ml: float, flow: np.ndarray) -> dict:
     """Graded hypoperfusion, core, OT and reperfused part of ``ot_ml`` inside ``terr``, grown from
     its deep origin (module docstring)."""
     voxel_ml = float(np.prod(spacing)) / 1000
@@ -188,7 +194,7 @@ def _lesion(rng, labels, terr: np.ndarray, spacing, times: dict, ot_ml: float) -
     severe = _top_k(score + 0.15 * field(8), hyp, n_severe)
     core = _top_k(score + 0.5 * field(5), severe, n_core)
     from_core = ndimage.distance_transform_edt(~core, sampling=spacing)
-    grow = _top_k(-from_core + 1.5 * field(4), severe & ~core, n_ot - n_rep - n_core)
+    grow = _top_k(-from_core - GROWTH_FLOW_MM * flow, severe & ~core, n_ot - n_rep - n_core)
     reperfused = _reperfused(rng, terr & ~hyp, hyp, spacing, n_rep)
     return {
         "core": core | reperfused,

@@ -4,8 +4,8 @@ from the noisy series; :func:`simulate_patient` ties anatomy, territories and is
 Tissue values (docs/decisions.md §6, ml/100g/min, ml/100g, s): healthy GM CBF 55, CBV 4.0; WM 22,
 2.0; Tmax 0.5 s. Each ischaemic state scales both tissues' CBF and CBV by factors drawn per
 patient (:data:`STATES`): mild penumbra CBF x0.6-0.85, CBV x1.0-1.2, Tmax 7-9.5 s; severe penumbra
-CBF x0.22-0.52, CBV x0.9-1.15, Tmax 11.5-16 s; core CBF x0.2-0.7 and CBV x0.4-0.75 of its own
-severe penumbra's, Tmax that plus 0-2 s; reperfused infarct CBF x0.9-1.3, CBV x1.0-1.2, Tmax 0.5-2 s.
+CBF x0.22-0.6, CBV x0.9-1.15, Tmax 11.5-16 s; core CBF x0.2-0.85 and CBV x0.3-0.65 of its own
+severe penumbra's, Tmax that plus 0-1 s; reperfused infarct CBF x0.9-1.3, CBV x1.0-1.2, Tmax 0.5-2 s.
 Within a patient the core is darker than its penumbra on CBF and CBV; across patients one core can
 have another's penumbral flow, so no single rCBF threshold is right for all. MTT = 60 CBV/CBF; each
 value jittered +-8 % per patient, with a smooth +-10 % texture. The arrival delay is what puts the
@@ -59,8 +59,8 @@ HEALTHY = {"GM": (55.0, 4.0), "WM": (22.0, 2.0)}
 STATES = {
     "normal": ((1.0, 1.0), (1.0, 1.0), (0.5, 0.5), 0.0),
     "mild": ((0.6, 0.85), (1.0, 1.2), (7.0, 9.5), 1.5),
-    "severe": ((0.22, 0.52), (0.9, 1.15), (11.5, 16.0), 2.5),
-    "core": ((0.2, 0.7), (0.4, 0.75), (0.0, 2.0), 3.0),  # CBF, CBV and Tmax relative to the severe penumbra's
+    "severe": ((0.22, 0.6), (0.9, 1.15), (11.5, 16.0), 2.5),
+    "core": ((0.2, 0.85), (0.3, 0.65), (0.0, 1.0), 3.0),  # CBF, CBV and Tmax relative to the severe penumbra's
     "reperfused": ((0.9, 1.3), (1.0, 1.2), (0.5, 2.0), 0.5),
 }
 #: (CBF, CBV, Tmax, dispersion) per (state, tissue) at the middle of each range: the median patient.
@@ -161,9 +161,11 @@ def patient_lesion(rng, anat: dict, spacing, times: dict, slabs) -> dict:
 
 
 def registration_error(rng) -> np.ndarray:
-    """In-plane shift (mm) of the OT, drawn on DWI and registered to the CTP: N(0, 1.5 mm) per
-    axis, so 1-2 mm in all (a 5 mm slice thickness hides any through-plane error)."""
-    return rng.normal(0, 1.5, 2)
+    """In-plane shift (mm) of the OT, drawn on DWI and registered to the CTP: N(0, 2.5 mm) per
+    axis (:data:`REGISTRATION_SD_MM`), about 3 mm in all: a rigid MRI-to-CT registration of 5 mm
+    slabs is good to a few millimetres (an estimate; ISLES 2018 publishes none), and the slice
+    thickness hides any through-plane error."""
+    return rng.normal(0, REGISTRATION_SD_MM, 2)
 
 
 def _pv(mask: np.ndarray, sigma: float = 0.6) -> np.ndarray:
@@ -172,12 +174,16 @@ def _pv(mask: np.ndarray, sigma: float = 0.6) -> np.ndarray:
 
 #: SD of the extra patchiness of perfusion in the severe penumbra and the core (smooth over ~4 mm).
 ISCHAEMIC_TEXTURE = 0.25
+#: SD (mm, per in-plane axis) of the OT's registration error (:func:`registration_error`).
+REGISTRATION_SD_MM = 2.5
 
 
 def tissue_weights(rng, anat: dict, les: dict) -> dict:
     """Partial-volume weight of each (state, tissue) curve per voxel, with the perfusion texture
-    (+-10 %, ~6 mm) and, in the severe penumbra and the core, a patchier one (:data:`ISCHAEMIC_TEXTURE`):
-    a voxel's flow there is not its neighbour's, so no single threshold follows the core's border."""
+    (+-10 %, ~6 mm) and, in the severe penumbra and the core, a patchier one: the patient's ``flow``
+    field (:mod:`.ischaemia`) times :data:`ISCHAEMIC_TEXTURE`. A voxel's flow there is not its
+    neighbour's, so no single threshold follows the core's border; and the severe penumbra that
+    infarcts before the DWI is where that flow is lowest, which CBF and CBV show and Tmax does not."""
     masks = {
         "core": les["core"] & ~les["reperfused"],
         "severe": les["severe"],
@@ -187,7 +193,7 @@ def tissue_weights(rng, anat: dict, les: dict) -> dict:
     w = {state: _pv(m) for state, m in masks.items()}
     w["normal"] = np.clip(1 - sum(w.values()), 0, 1)
     texture = 1 + 0.1 * _smooth(rng, anat["GM"].shape, 6 / SPACING_XY)
-    patchy = np.clip(1 + ISCHAEMIC_TEXTURE * _smooth(rng, anat["GM"].shape, 4 / SPACING_XY), 0.3, 1.7)
+    patchy = np.clip(1 + ISCHAEMIC_TEXTURE * les["flow"], 0.3, 1.7)
     return {
         (state, tissue): w[state] * anat[tissue] * texture * (patchy if state in ("severe", "core") else 1)
         for state, tissue in TISSUE
