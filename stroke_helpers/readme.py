@@ -275,7 +275,11 @@ def ncct_sentence(results: Path, split: str) -> str:
         compare = "as well as (not resolved from)"
     collapsed = [row for row, v in c["learned"].items() if _mean(v) < COLLAPSE]
     nothing = f" ({_list(collapsed)} predicts nothing there)" if collapsed else ""
-    weak = "CT alone is a weak input, not a failed training" if not p["resolved"] or p["mean"] > 0 else ""
+    weak = (
+        "at this training budget, learning from CT alone does not beat a threshold (the hypodensity is a few HU)"
+        if not p["resolved"] or p["mean"] > 0
+        else ""
+    )
     return (
         f"CT alone: the no-learning hypodensity baseline (darker than the mirror image across the midline) scores "
         f"{cell(c['baseline'])} on the same studies, {compare} the best learned NCCT model ({c['best']}: "
