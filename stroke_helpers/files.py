@@ -255,6 +255,20 @@ def check_output(path: str | os.PathLike, force: bool = False, option: str = "--
     return path
 
 
+def check_replaceable(out: Path, force: bool, not_ours: Callable[[Path], str], what: str) -> None:
+    """Refuse, in one line (``FileExistsError``), to replace a non-empty ``out`` unless ``force``,
+    and even then unless ``not_ours(out)`` is ``''``: ``out`` is ``what``, written by the caller
+    (``not_ours`` says why not otherwise)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not force:
+            raise FileExistsError(f"{out} already exists and is not empty; pass --force (force=True) to replace it")
+        why = not_ours(out)
+        if why:
+            raise FileExistsError(
+                f"{out}: not {what} ({why}); --force replaces only such a dataset: choose another --out"
+            )
+
+
 # --- one writer per folder ---------------------------------------------------------------------
 
 _HELD: dict[str, int] = {}  # this process's locks, by folder: nested calls share the lock

@@ -280,6 +280,19 @@ def _header_problem(name: str, path: Path, img) -> str | None:
     return None
 
 
+def open_header(name: str, path: Path, kind: str) -> tuple[object, tuple[int, ...] | None, str | None]:
+    """``(image, shape, problem)`` of the NIfTI ``path`` holding a ``kind`` (``"image"``,
+    ``"series"``...): ``problem`` is ``None``, or one line naming ``name`` and the file when it
+    is unreadable, has the wrong number of dimensions or an impossible header (then ``image``
+    and ``shape`` may be ``None``). Reads the header only."""
+    try:
+        img = nib.load(path)
+        shape = tuple(int(s) for s in img.shape)
+    except Exception as exc:  # nibabel raises many types for damaged files
+        return None, None, f"{name}: cannot read {path.name}: unreadable or truncated file ({exc})"
+    return img, shape, _shape_problem(name, path, kind, shape) or _header_problem(name, path, img)
+
+
 def _shape_problem(name: str, path: Path, kind: str, shape: tuple[int, ...]) -> str | None:
     if kind == "series":
         if len(shape) == 4 or (len(shape) == 5 and shape[3] == 1):
@@ -358,13 +371,7 @@ def check_study(
     used = [m for m in file_modalities() if m in files and (m in modalities or modality(m).kind in ("mask", "series"))]
     for m in used:  # in table order: the CT, when asked for, is the reference
         path = files[m]
-        try:
-            img = nib.load(path)
-            shape = tuple(int(s) for s in img.shape)
-        except Exception as exc:  # nibabel raises many types for damaged files
-            problems.append(f"{name}: cannot read {path.name}: unreadable or truncated file ({exc})")
-            continue
-        problem = _shape_problem(name, path, modality(m).kind, shape) or _header_problem(name, path, img)
+        img, shape, problem = open_header(name, path, modality(m).kind)
         if problem is None and modality(m).kind == "series" and nan_policy != "zero":
             problem = _nonfinite_frames(name, path, img)
         if problem is not None:

@@ -75,10 +75,9 @@ from .isles import (
     PATIENTS_FILE,
     SPLITS,
     IslesError,
-    _header_problem,
-    _shape_problem,
     check_study,
     modality,
+    open_header,
 )
 
 #: The manifest at the converted dataset's root; its presence marks an ISLES 2024 conversion.
@@ -247,14 +246,7 @@ def check_case(case: SourceCase) -> list[str]:
         path = case.files.get(name)
         if path is None:
             continue
-        try:
-            img = nib.load(path)
-            shape = tuple(int(s) for s in img.shape)
-        except Exception as exc:  # nibabel raises many types for damaged files
-            problems.append(f"{case.subject}: cannot read {path.name}: unreadable or truncated file ({exc})")
-            continue
-        kind = modality(name).kind
-        problem = _shape_problem(case.subject, path, kind, shape) or _header_problem(case.subject, path, img)
+        img, shape, problem = open_header(case.subject, path, modality(name).kind)
         if problem:
             problems.append(problem)
             continue
@@ -479,15 +471,9 @@ def convert(
         raise _refuse(source, out, problems)
     with files.lock(out, f"convert ISLES 2024 from {source} into {out}"):
         files.recover(out)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            if not force:
-                raise FileExistsError(f"{out} already exists and is not empty; pass --force to replace it")
-            why = not_converted_here(out)
-            if why:
-                raise FileExistsError(
-                    f"{out}: not an ISLES 2024 dataset written by data_download.py isles24 ({why}); --force "
-                    "replaces only such a dataset: choose another --out"
-                )
+        files.check_replaceable(
+            out, force, not_converted_here, "an ISLES 2024 dataset written by data_download.py isles24"
+        )
         tmp = files.partial(out)
         try:
             _build(tmp, source, cases, series, progress)

@@ -194,7 +194,7 @@ def test_cli_synthetic_refuses_to_overwrite(tmp_path, capsys):
     (out / "mine.txt").write_text("keep")
     assert data_download.main(["synthetic", "--out", str(out), "--train-cases", "1", "--test-cases", "0"]) == 2
     assert (out / "mine.txt").read_text() == "keep"
-    assert "pass force=True (--force)" in capsys.readouterr().err
+    assert "pass --force (force=True)" in capsys.readouterr().err
 
 
 def test_zip_helper_is_valid(training_zip):

@@ -419,7 +419,7 @@ def test_interrupted_swaps_are_recovered(phantom_root, tmp_path, capsys):
     shutil.copytree(phantom_root, out.with_name("synthetic.old"), ignore=shutil.ignore_patterns(".cache"))
     files.partial(out).mkdir()
     (files.partial(out) / "half").write_text("half a dataset")
-    with pytest.raises(FileExistsError, match="pass force=True"):
+    with pytest.raises(FileExistsError, match="force=True"):
         generate_dataset(out, 1, 0, config=None, workers=1, progress=False)
     said = capsys.readouterr().out
     assert "synthetic.partial: left by an interrupted run; removed" in said

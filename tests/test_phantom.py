@@ -101,7 +101,7 @@ def test_existing_dataset_is_kept_without_force(phantom_root, tmp_path):
     out = tmp_path / "syn"
     out.mkdir()
     (out / "precious.txt").write_text("x")
-    with pytest.raises(FileExistsError, match="pass force=True"):
+    with pytest.raises(FileExistsError, match="force=True"):
         phantom.generate_dataset(out, 1, 0, workers=1, progress=False)
     assert (out / "precious.txt").exists()
 

@@ -195,15 +195,7 @@ def generate_dataset(
     config = config or PhantomConfig()
     with files.lock(out, f"generate the synthetic dataset {out}"):
         files.recover(out)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            if not force:
-                raise FileExistsError(f"{out} already exists and is not empty; pass force=True (--force) to replace it")
-            why = not_written_here(out)
-            if why:
-                raise FileExistsError(
-                    f"{out}: not a synthetic dataset written by data_download.py ({why}); --force replaces only "
-                    "such a dataset: choose another --out"
-                )
+        files.check_replaceable(out, force, not_written_here, "a synthetic dataset written by data_download.py")
         tmp = files.partial(out)
         try:
             _generate(tmp, train_cases, test_cases, seed, config, workers, progress)

@@ -144,7 +144,9 @@ def ischaemia(rng, labels: np.ndarray, tissue: np.ndarray, spacing: tuple, times
     site, side, terr = choose_site(rng, labels, tissue)
     if site != "perforator":
         terr = borderzone(labels, tissue, terr, spacing)
-    ot_ml = rng.uniform(0.2, 2.0) if site == "perforator" else np.clip(rng.lognormal(np.log(OT_MEDIAN_ML), 1.1), 0.1, 150)
+    ot_ml = (
+        rng.uniform(0.2, 2.0) if site == "perforator" else np.clip(rng.lognormal(np.log(OT_MEDIAN_ML), 1.1), 0.1, 150)
+    )
     flow = smooth_field(rng, labels.shape, FLOW_MM / spacing[0])
     return _lesion(rng, labels, terr, spacing, times, ot_ml * n_slabs, flow) | {
         "flow": flow,
