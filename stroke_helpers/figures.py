@@ -44,6 +44,11 @@ STYLE = {
 plt.rcParams.update(STYLE)
 
 
+#: On-screen resolution of the many-panel grids (:func:`segmentation_grid`, Figures 2-4): noisy
+#: maps compress poorly, and at the style's 100 dpi chapter 05 grew past the 2 MB a committed
+#: chapter may take; :func:`save` still writes them at 300 dpi.
+GRID_DPI = 80
+
 #: Colours of outlines: the expert mask and a prediction or threshold region. A colour-blind-safe
 #: pair (magenta and green stay apart under deuteranopia, protanopia and tritanopia) that stands
 #: off every colormap the figures use (gray, magma, inferno, viridis; :func:`colour_contrast`),
@@ -417,6 +422,7 @@ def segmentation_grid(grid: list[list[Panel | None]], row_labels=(), col_labels=
     one kind of image; else one per panel."""
     rows, cols = len(grid), max(len(r) for r in grid)
     fig, axes = subplots(rows, cols, figsize=(2.6 * cols + 0.6, 2.6 * rows + (0.4 if rows > 1 else 0)), squeeze=False)
+    fig.set_dpi(GRID_DPI)
     cell = {(r, c): p for r, row in enumerate(grid) for c, p in enumerate(row[:cols]) if p is not None}
 
     def key(p):

@@ -64,7 +64,7 @@ OT_MEDIAN_ML = 21.0  # the OT's log-normal median per slab (sigma 1.1)
 CORE_FRACTION = (0.35, 0.85)  # of the OT already core on CTP
 HYPOPERFUSION_RATIO = (9.0, 0.5, 2.0, 30.0)  # Tmax > 6 s volume / OT: log-normal median, sigma, clip
 REPERFUSED = (0.6, 0.05, 0.35)  # probability of a reperfused part, its share of the OT (uniform)
-BORDERZONE_MM = 12.0
+BORDERZONE_MM = 12.0  # how far (mm) the atlas territory is widened into the same side's tissue
 FLOW_MM, GROWTH_FLOW_MM = 4.0, 3.0  # the flow field's smoothness; how far (mm) 1 SD lower flow pulls the growth
 
 
