@@ -1,4 +1,4 @@
-"""Command line: ``python -m stroke_helpers {train,cascade,evaluate,predict,baseline,realism,reproduce,ship,readme,explore} ...``.
+"""Command line: ``python -m stroke_helpers {train,cascade,evaluate,predict,baseline,realism,difficulty,reproduce,ship,readme,explore} ...``.
 
 The same functions the notebooks call. Bad arguments and bad input print one line starting
 with ``error:`` and exit with status 2; ``--help`` on any command lists its options.
@@ -113,6 +113,16 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--out", type=Path, help="CSV file (default: DATA/truth/scorecard.csv when DATA has a truth folder)")
     m.add_argument("--force", action="store_true", help="overwrite --out")
     m.add_argument("--no-progress", action="store_true")
+    d = sub.add_parser(
+        "difficulty", help="how hard each map is to learn: cross-validated single-map base models on TRAINING"
+    )
+    d.add_argument("data", type=Path, help="ISLES-layout folder")
+    d.add_argument("--out", type=Path, required=True, help="folder for the fold runs (a scored fold is kept)")
+    d.add_argument("--folds", type=at_least(2), default=5)
+    d.add_argument("--preset", default="cpu", choices=list(PRESETS))
+    d.add_argument("--table", type=Path, help="also write the table to this CSV file")
+    d.add_argument("--force", action="store_true", help="overwrite --table")
+    d.add_argument("--no-progress", action="store_true")
     r = sub.add_parser("reproduce", help="the main job: data, the experiment grid, cascades, notebooks, report")
     r.add_argument("--preset", default="cpu", choices=list(PRESETS))
     r.add_argument(
@@ -370,6 +380,11 @@ def run(args) -> int | None:
 
         locations.require_dataset(args.data)
         report_realism(args.data, args.split, args.out, not args.no_progress, args.force)
+    elif args.command == "difficulty":
+        from .difficulty import report_difficulty
+
+        locations.require_dataset(args.data)
+        report_difficulty(args.data, args.out, args.table, args.folds, args.preset, not args.no_progress, args.force)
     elif args.command == "reproduce":
         reproduce(args)
     elif args.command == "ship":

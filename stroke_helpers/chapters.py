@@ -5,6 +5,7 @@ Running and publishing the chapters is :mod:`stroke_helpers.notebooks`' job."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -610,6 +611,11 @@ def validation_probabilities(predictor: Predictor, arrays: SliceArrays) -> tuple
 
 
 # --- take-aways and summaries: every number a chapter's text states, from its results ------------
+
+
+def show_source(*objects) -> None:
+    """Print the source of each function or method, one after another: the code a cell explains."""
+    print("\n".join(inspect.getsource(o) for o in objects))
 
 
 def say(text: str) -> None:

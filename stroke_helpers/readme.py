@@ -403,7 +403,9 @@ def seeds_sentence(results: Path, split: str, claims: list[dict]) -> str:
     text += f" and the cascades' by {_range(cascades)}" if cascades else ""
     gain = next((c for c in claims if c["claim"] == "MR vs base (All)"), None)
     if gain is not None:
-        relation = "as much as or more than" if max(rows + cascades) >= abs(gain["mean"]) else "less than"
+        relation = (
+            "as much as or more than" if round(max(rows + cascades), 3) >= round(abs(gain["mean"]), 3) else "less than"
+        )  # as printed
         text += f": {relation} MR's difference from base ({gain['mean']:+.3f})"
     return text + "."
 

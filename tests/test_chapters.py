@@ -223,3 +223,11 @@ def test_ncct_baseline_beside_the_learned_model(results, phantom_root):
         "| MR+ATT (learned) | "
     )
     assert lines[-1].startswith("- hypodensity baseline vs MR+ATT NCCT: ")
+
+
+def test_show_source_prints_each_function_in_order(capsys):
+    from stroke_helpers.loss import class_weights, weighted_bce
+
+    chapters.show_source(weighted_bce, class_weights)
+    out = capsys.readouterr().out
+    assert 0 <= out.index("def weighted_bce(") < out.index("def class_weights(")

@@ -21,7 +21,7 @@ outward; a smooth collateral field (SD 0.35, ~15 mm) makes its border irregular.
 (collateral grade ``g ~ U(0, 1)``: good collaterals, a wide mild rim; DEFUSE 2's median ~0.4).
 
 The territory is the atlas's widened by 12 mm into the same side's tissue (:func:`borderzone`).
-Volumes: the OT seen by the slab is log-normal, median 21 mL, sigma 1.1 (0.1-150 mL, at most 30 %
+Volumes: the OT seen by the slab is log-normal, median 30 mL, sigma 1.1 (0.1-150 mL, at most 30 %
 of the territory in view), 0.2-2 mL for perforators. The hypoperfusion is ``r`` times the OT, ``r``
 log-normal, median 9, sigma 0.5 (2-30; capped by the territory): DEFUSE 3's DWI lesions are a
 small part of Tmax > 6 s. The core on CTP is 35-85 % of the OT (the OT is drawn 36 min later, so
@@ -30,10 +30,11 @@ severe zone, with a rougher border.
 
 Time (per patient): onset-to-CT ``t_ct`` ~ log-normal, median 150 min, sigma 0.6, 30-720 min;
 CT-to-DWI ``t_dwi`` ~ log-normal, median 36 min, sigma 0.5. NCCT: net water uptake of the core
-grows 4.5 %/h up to 30 %, so its hypodensity is ``HU_tissue * NWU`` (faint early: ~3 HU at 2 h;
-obvious late: ~10 HU from 7 h on). Published rates are 2.5-2.6 %/h (Minnerup 2016, Broocks 2018); the
+grows 5.5 %/h up to 30 %, so its hypodensity is ``HU_tissue * NWU`` (faint early: ~4 HU at 2 h;
+obvious late: ~10 HU from 5.5 h on). Published rates are 2.5-2.6 %/h (Minnerup 2016, Broocks 2018); the
 phantom's is set higher so that, after partial volume with CSF and the core's ragged border, the
-measured hypodensity 2-4 h after onset lies in the middle of the published 2-5 HU. OT (drawn on DWI ``t_dwi`` after the CTP):
+measured hypodensity 2-4 h after onset lies in the upper half of the published 2-5 HU, where the
+`cpu` preset's 12 epochs can learn it (:mod:`stroke_helpers.difficulty`). OT (drawn on DWI ``t_dwi`` after the CTP):
 the core plus the severe penumbra that infarcts in that interval: the part nearest the core where
 flow is lowest (the patient's ``flow`` field, which also makes the severe zone's perfusion patchy in
 :mod:`.series`: the lower the flow, the sooner tissue dies, Jones 1981), plus, in 60 % of the
@@ -59,8 +60,8 @@ SITES = {
     "perforator": (0.08, (5, 21)),
 }
 DEEP_ORIGIN = (3, 5, 15, 21)  # labels where the hypoperfusion starts when the territory has them
-NWU_PER_HOUR, NWU_MAX = 0.045, 0.30
-OT_MEDIAN_ML = 21.0  # the OT's log-normal median per slab (sigma 1.1)
+NWU_PER_HOUR, NWU_MAX = 0.055, 0.30
+OT_MEDIAN_ML = 30.0  # the OT's log-normal median per slab (sigma 1.1)
 CORE_FRACTION = (0.35, 0.85)  # of the OT already core on CTP
 HYPOPERFUSION_RATIO = (9.0, 0.5, 2.0, 30.0)  # Tmax > 6 s volume / OT: log-normal median, sigma, clip
 REPERFUSED = (0.6, 0.05, 0.35)  # probability of a reperfused part, its share of the OT (uniform)
