@@ -145,6 +145,33 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def read_table(path: str | os.PathLike) -> list[dict]:
+    """A table :func:`report_difficulty` wrote, numbers back as floats and ``passed`` as a bool
+    (None where the row has no target)."""
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for key in ("value", "low", "high"):
+            r[key] = float(r[key])
+        r["n"] = int(r["n"])
+        r["passed"] = {"True": True, "False": False}.get(r["passed"])
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The table as Markdown: README's learned-difficulty table is this, rendered from
+    ``docs/scorecard/difficulty.csv`` (a test keeps them equal)."""
+    lines = ["| quantity | mean Dice (95 % interval) | studies | target | result |", "|---|---|---|---|---|"]
+    for r in rows:
+        sign = "+" if " - " in r["quantity"] else ""
+        value = f"{r['value']:{sign}.3f} [{r['low']:{sign}.3f}, {r['high']:{sign}.3f}]"
+        result = "" if r["passed"] is None else "pass" if r["passed"] else "FAIL"
+        lines.append(f"| {r['quantity']} | {value} | {r['n']} | {r['target']} | {result} |")
+    return "\n".join(lines)
+
+
 def report_difficulty(
     data: str | os.PathLike,
     out: str | os.PathLike,

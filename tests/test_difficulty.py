@@ -1,11 +1,17 @@
 """Learned difficulty: cross-validated single-map models over TRAINING (stroke_helpers.difficulty)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
-from stroke_helpers.difficulty import Difficulty, cross_validate, format_table
+from stroke_helpers.difficulty import Difficulty, cross_validate, format_table, markdown_table, read_table
+from stroke_helpers.files import write_csv
 from stroke_helpers.isles import discover_cases
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "docs/scorecard/difficulty.csv"
+BEGIN, END = "<!-- difficulty:begin -->", "<!-- difficulty:end -->"
 
 
 @pytest.fixture(scope="module")
@@ -51,3 +57,30 @@ def test_rows_check_ranges_and_paired_orderings():
     assert rows["All - Tmax"]["value"] == pytest.approx(0.03) and rows["All - Tmax"]["passed"]  # the best single map
     assert rows["All Dice"]["passed"] is None  # no range for All
     assert "FAIL" in format_table(list(rows.values()))
+
+
+def test_a_written_table_reads_back(tmp_path):
+    studies = [f"s{i}" for i in range(12)]
+    scores = {"CBF": {s: 0.5 + 0.01 * i for i, s in enumerate(studies)}, "All": dict.fromkeys(studies, 0.6)}
+    rows = Difficulty(scores, 5).rows()
+    write_csv(tmp_path / "d.csv", list(rows[0]), rows)
+    back = read_table(tmp_path / "d.csv")
+    assert [r["quantity"] for r in back] == [r["quantity"] for r in rows]
+    assert [r["passed"] for r in back] == [r["passed"] for r in rows]
+    assert back[0]["value"] == pytest.approx(rows[0]["value"]) and back[0]["n"] == 12
+
+
+def test_readme_difficulty_table_is_rendered_from_the_committed_table():
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index(BEGIN) + len(BEGIN) : text.index(END)].strip()
+    assert block == markdown_table(read_table(COMMITTED)), "re-render README's table: markdown_table(read_table(...))"
+
+
+def test_readme_states_the_default_folds_and_the_phantom_version():
+    import inspect
+
+    from stroke_helpers.phantom.dataset import PHANTOM_VERSION
+
+    text = " ".join((ROOT / "README.md").read_text().split())
+    assert f"({inspect.signature(cross_validate).parameters['folds'].default} folds by default)" in text
+    assert f"The phantom (version {PHANTOM_VERSION})" in text

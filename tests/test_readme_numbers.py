@@ -114,6 +114,25 @@ def test_readme_gpu_figures_on_the_default_dataset():
     assert f"{run / 10 ** len(str(int(run))) * 10:.1f}" == mantissa and len(str(int(run))) - 1 == {"¹⁶": 16}[exponent]
 
 
+def test_readme_dataset_size_is_the_default_dataset_s():
+    """README's size of the default dataset, against the one CI generates (its time is a
+    measurement on one machine, stated with the machine and the phantom version)."""
+    from stroke_helpers.phantom.dataset import PHANTOM_VERSION
+
+    data = locations.dataset("synthetic")
+    if not (data / "TRAINING").is_dir():
+        pytest.skip(f"{data}: not the default synthetic dataset (python data_download.py synthetic makes it)")
+    size = sum(
+        f.stat().st_size
+        for f in data.rglob("*")
+        if f.is_file() and locations.CACHE_NAME not in f.relative_to(data).parts
+    )
+    text = " ".join((ROOT / "README.md").read_text().split())
+    stated = re.search(r"\(phantom v(\d+)\), ([\d.]+) GB \(10⁹ bytes\)", text)
+    assert stated and int(stated[1]) == PHANTOM_VERSION
+    assert float(stated[2]) == pytest.approx(size / 1e9, abs=0.02)
+
+
 def test_readme_states_the_code_s_own_constants():
     """Settings README quotes in prose, read from the code that uses them."""
     from stroke_helpers import explorer, isles, train
