@@ -281,6 +281,7 @@ AFTER_INTERRUPT = {
     "cascade": "continue with the same command and --resume",
     "reproduce": "run the same reproduce command again: it skips what is finished and resumes the interrupted run",
     "ship": "run the same ship command again: it starts over",
+    "difficulty": "run the same difficulty command again: it keeps the folds already scored and trains the interrupted one again",
 }
 
 

@@ -3,19 +3,19 @@
     python -m stroke_helpers difficulty DATA --out RUNS [--folds 5] [--preset cpu] [--table FILE]
 
 The realism scorecard (:mod:`stroke_helpers.scorecard`) measures what thresholds find in each map;
-this measures what a network learns from it. Each column of Table 1 and All gets the grid's
-``base`` model (plain skips, full-resolution loss) trained ``folds`` times over the TRAINING
-split, each time holding out one fold of patients (a patient's studies stay together,
-:func:`stroke_helpers.cascade.patient_groups`) and scoring its studies at native resolution
-(:func:`stroke_helpers.inference.evaluate`, the same as the test scores). Every TRAINING study
-is scored once, by the model that did not see it: 94 studies instead of the grid's 18 validation
-studies, whose intervals (about +-0.09 Dice) are as wide as the target ranges. So the phantom's
-difficulty is calibrated on TRAINING, and TESTING stays for reporting (docs/decisions.md §6).
+this measures what a network learns from it. Each column of Table 1, and All, gets the grid's
+``base`` model (plain skips, full-resolution loss) trained once per fold of the TRAINING
+patients, holding that fold out (a patient's studies stay together,
+:func:`stroke_helpers.cascade.patient_groups`). The model of the last epoch scores the held-out
+studies at native resolution (:func:`stroke_helpers.inference.evaluate`, as the test scores
+are); the held-out studies choose nothing, not even the epoch. Every TRAINING study is scored
+once, by a model that never saw it: the whole split instead of the grid's validation studies,
+too few to calibrate on (their intervals are as wide as the target ranges). So the phantom's
+difficulty is calibrated on TRAINING and TESTING stays for reporting (docs/decisions.md §6).
 
-:data:`TARGETS` are the `cpu` preset's single-map ranges of the realism issue, set around the
-paper's Table 1 on real ISLES 2018 (CBF .57-.58 >= MTT .55-.57 > CBV .51-.54 ~ Tmax .50-.55 >
-NCCT .20-.26); :data:`PAIRED` the two orderings it asks for. Each model trains for the preset's
-epochs (about 45 s per fold at `cpu` on a 2-core CPU: some 25 minutes for the six columns).
+:data:`TARGETS` are ranges for the `cpu` preset, set around the paper's Table 1 on real ISLES
+2018 (CBF .57-.58 >= MTT .55-.57 > CBV .51-.54 ~ Tmax .50-.55 > NCCT .20-.26); :data:`PAIRED`
+the two orderings the phantom must also show.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from .grid import TABLE1, column_name
 from .inference import evaluate
 from .metrics import bootstrap_ci, paired_difference
 from .modalities import ALL
-from .runs import TrainConfig, metrics_path, read_metrics
+from .runs import RunFolder, TrainConfig, load_config, metrics_path, read_metrics, read_split
 from .train import train
 
 #: Column -> (low, high) mean Dice of its cross-validated base model.
@@ -93,6 +93,20 @@ class Difficulty:
         return rows
 
 
+def _scored(run: Path, config: TrainConfig) -> bool:
+    """Whether ``run`` is this fold, finished and scored (:func:`cross_validate`)."""
+    if not metrics_path(run, "val").exists() or not RunFolder(run).config.exists():
+        return False
+    old = load_config(run)
+    same = (old.data, old.preset, old.seed, old.modalities) == (
+        config.data,
+        config.preset,
+        config.seed,
+        config.modalities,
+    )
+    return same and sorted(read_split(run)["val"]) == sorted(config.val_studies)
+
+
 def _mean(per: dict[str, float]) -> float:
     return sum(per.values()) / len(per)
 
@@ -106,8 +120,9 @@ def cross_validate(
     seed: int = 0,
     progress: bool = True,
 ) -> Difficulty:
-    """Train and score ``folds`` base models per column (a fold already scored is kept, so an
-    interrupted run resumes); runs go to ``OUT/<column>/fold<k>``."""
+    """Train and score ``folds`` base models per column; runs go to ``OUT/<column>/fold<k>``. A
+    fold already scored is kept when it held out the same studies with the same preset, seed
+    and dataset folder (so an interrupted run resumes); otherwise it is trained again."""
     arrays = build_slices(data, "TRAINING", TrainConfig(str(data), str(out), preset).settings.size, progress=progress)
     names = list(arrays.studies)
     held_out = _folds(names, dict(zip(arrays.studies, arrays.patients)), folds, seed)
@@ -115,21 +130,22 @@ def cross_validate(
     jobs = [(c, k) for c in columns for k in range(folds)]
     for column, k in tqdm(jobs, desc="difficulty", disable=not progress):
         run = Path(out) / column_name(column) / f"fold{k}"
-        if not metrics_path(run, "val").exists():
-            config = TrainConfig(
-                data=str(data),
-                out=str(run),
-                preset=preset,
-                modalities=tuple(column.split(",")),
-                attention=False,
-                multilevel=False,
-                seed=seed,
-                train_studies=[s for s in names if s not in held_out[k]],
-                val_studies=held_out[k],
-                progress=False,
-            )
+        config = TrainConfig(
+            data=str(data),
+            out=str(run),
+            preset=preset,
+            modalities=tuple(column.split(",")),
+            attention=False,
+            multilevel=False,
+            seed=seed,
+            train_studies=[s for s in names if s not in held_out[k]],
+            val_studies=held_out[k],
+            progress=False,
+            keep_last=True,
+        )
+        if not _scored(run, config):
             train(config, force=True)
-            evaluate(run, "val", progress=False)
+            evaluate(run, "val", progress=False, checkpoint="last")
         studies = read_metrics(metrics_path(run, "val"))["studies"]
         scores.setdefault(column_name(column), {}).update({s["study"]: s["dice"] for s in studies})
     return Difficulty(scores, folds)
@@ -182,7 +198,7 @@ def report_difficulty(
     force: bool = False,
 ) -> list[dict]:
     """Cross-validate, print the table and write it to ``table`` (kept unless ``force``)."""
-    path = check_output(table, force) if table else None
+    path = check_output(table, force, "--table") if table else None
     rows = cross_validate(data, out, folds=folds, preset=preset, progress=progress).rows()
     print(f"learned difficulty of {data} TRAINING, {folds}-fold cross-validated base models ({preset} preset):")
     print(format_table(rows))

@@ -46,8 +46,12 @@ THRESHOLD = 0.5
 class Predictor:
     """A trained run, ready to predict: ``predictor(images) -> probabilities (N, S, S)``."""
 
-    def __init__(self, run_dir: str | Path, device: str = "auto", precision: str | None = None):
-        """``precision``: the autocast policy to predict with (default: the run's own)."""
+    def __init__(
+        self, run_dir: str | Path, device: str = "auto", precision: str | None = None, checkpoint: str = "best"
+    ):
+        """``precision``: the autocast policy to predict with (default: the run's own);
+        ``checkpoint``: ``best`` (the epoch validation chose) or ``last`` (a model run's last epoch,
+        kept with ``keep_last``)."""
         self.run_dir = Path(run_dir)
         if not self.run_dir.is_dir():
             raise RunError(f"{run_dir}: no such run folder")
@@ -59,7 +63,7 @@ class Predictor:
             self.model, self.config = load_model(run.stage2, device=self.device)
         else:
             self.stage1 = None
-            self.model, self.config = load_model(self.run_dir, device=self.device)
+            self.model, self.config = load_model(self.run_dir, checkpoint, device=self.device)
         self.size = self.config.settings.size
         self.channels = self.config.channels
         self.dtype = autocast_dtype(self.device, precision or self.config.precision)
@@ -89,6 +93,7 @@ def evaluate(
     data: str | Path | None = None,
     write: bool = True,
     precision: str | None = None,
+    checkpoint: str = "best",
 ) -> dict:
     """Score a run per study at native resolution; writes ``RUN/metrics.json`` (``val``) or
     ``RUN/metrics_{split}.json`` (unless ``write=False``) and returns it. ``split``: ``val``,
@@ -96,14 +101,15 @@ def evaluate(
     ``truth/``); ``data``: the dataset folder (default: the one the run was trained on). On a
     converted ISLES 2024 dataset each study also gets the challenge's lesion-wise F1 and
     lesion-count difference (:func:`~stroke_helpers.metrics.lesion_metrics`). ``precision``
-    overrides the run's autocast policy (``fp32``: what a CPU without bf16 units computes)."""
+    overrides the run's autocast policy (``fp32``: what a CPU without bf16 units computes);
+    ``checkpoint``: which weights score (:class:`Predictor`)."""
     if split not in ("val", "train", "test"):
         raise ValueError(f"split must be val, train or test, not {split!r}")
     if write and in_shipped_checkpoint(run_dir):
         raise RunError(f"{run_dir}: part of the shipped checkpoint, which is never rewritten (its scores are in it)")
     if split == "test":
         require_test_truth(run_dir, data)
-    predictor = Predictor(run_dir, device, precision)
+    predictor = Predictor(run_dir, device, precision, checkpoint)
     data = Path(data or predictor.config.data)
     arrays = build_slices(data, "TESTING" if split == "test" else "TRAINING", predictor.size, progress=progress)
     names = arrays.studies if split == "test" else predictor.split[split]

@@ -42,6 +42,20 @@ def test_a_scored_fold_is_kept(cv, phantom_root):
     assert again.scores == result.scores
 
 
+def test_a_fold_that_held_out_other_studies_is_trained_again(cv, phantom_root, tmp_path):
+    import shutil
+
+    out, _ = cv
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    weights = copy / "CBF" / "fold0" / "best.pt"
+    before = weights.stat().st_mtime_ns
+    cross_validate(phantom_root, copy, columns=("CBF",), folds=3, preset="smoke", progress=False)
+    assert weights.stat().st_mtime_ns != before
+    held = json.loads((copy / "CBF" / "fold2" / "split.json").read_text())["val"]
+    assert held and (copy / "CBF" / "fold2" / "last.pt").is_file()  # scored with its last epoch
+
+
 def test_rows_check_ranges_and_paired_orderings():
     studies = [f"s{i}" for i in range(12)]
     scores = {

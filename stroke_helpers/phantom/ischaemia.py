@@ -21,8 +21,9 @@ outward; a smooth collateral field (SD 0.35, ~15 mm) makes its border irregular.
 (collateral grade ``g ~ U(0, 1)``: good collaterals, a wide mild rim; DEFUSE 2's median ~0.4).
 
 The territory is the atlas's widened by 12 mm into the same side's tissue (:func:`borderzone`).
-Volumes: the OT seen by the slab is log-normal, median 30 mL, sigma 1.1 (0.1-150 mL, at most 30 %
-of the territory in view), 0.2-2 mL for perforators. The hypoperfusion is ``r`` times the OT, ``r``
+Volumes: the OT of a slab is drawn log-normal, median 30 mL, sigma 1.1 (0.1-150 mL), then capped at
+30 % of the territory in view, so the median the slab shows is smaller (the realism scorecard's
+``lesion_ml``); 0.2-2 mL for perforators. The hypoperfusion is ``r`` times the OT, ``r``
 log-normal, median 9, sigma 0.5 (2-30; capped by the territory): DEFUSE 3's DWI lesions are a
 small part of Tmax > 6 s. The core on CTP is 35-85 % of the OT (the OT is drawn 36 min later, so
 most of it is already core: rCBF < 38 % is about unbiased against early DWI, Cereda 2016), in the
@@ -34,7 +35,7 @@ grows 5.5 %/h up to 30 %, so its hypodensity is ``HU_tissue * NWU`` (faint early
 obvious late: ~10 HU from 5.5 h on). Published rates are 2.5-2.6 %/h (Minnerup 2016, Broocks 2018); the
 phantom's is set higher so that, after partial volume with CSF and the core's ragged border, the
 measured hypodensity 2-4 h after onset lies in the upper half of the published 2-5 HU, where the
-`cpu` preset's 12 epochs can learn it (:mod:`stroke_helpers.difficulty`). OT (drawn on DWI ``t_dwi`` after the CTP):
+`cpu` preset's short training can learn it (:mod:`stroke_helpers.difficulty`). OT (drawn on DWI ``t_dwi`` after the CTP):
 the core plus the severe penumbra that infarcts in that interval: the part nearest the core where
 flow is lowest (the patient's ``flow`` field, which also makes the severe zone's perfusion patchy in
 :mod:`.series`: the lower the flow, the sooner tissue dies, Jones 1981), plus, in 60 % of the
