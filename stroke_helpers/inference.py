@@ -129,6 +129,7 @@ def evaluate(
         "run": str(run_dir),
         "name": predictor.config.name,
         "split": split,
+        "checkpoint": checkpoint,
         "studies": rows,
         "summary": summarise(rows),
     }

@@ -31,6 +31,8 @@ def test_every_training_study_is_scored_once_by_the_model_that_held_it_out(cv, p
         assert set(split["train"]) | set(split["val"]) == training
         scored += split["val"]
     assert sorted(scored) == sorted(training)  # each study held out exactly once
+    metrics = json.loads((out / "CBF" / "fold0" / "metrics.json").read_text())
+    assert metrics["checkpoint"] == "last"  # the held-out studies did not choose the epoch
 
 
 def test_a_scored_fold_is_kept(cv, phantom_root):
