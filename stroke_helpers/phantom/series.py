@@ -76,6 +76,12 @@ TISSUE = {
 }
 
 
+#: SD of the extra patchiness of perfusion in the severe penumbra and the core (smooth over ~4 mm).
+ISCHAEMIC_TEXTURE = 0.25
+#: SD (mm, per in-plane axis) of the OT's registration error (:func:`registration_error`).
+REGISTRATION_SD_MM = 2.5
+
+
 def tissue_values(rng) -> dict:
     """One patient's (CBF, CBV, Tmax, dispersion) per (state, tissue): :data:`STATES`' factors
     drawn once per patient, each value then jittered +-8 %."""
@@ -170,12 +176,6 @@ def registration_error(rng) -> np.ndarray:
 
 def _pv(mask: np.ndarray, sigma: float = 0.6) -> np.ndarray:
     return ndimage.gaussian_filter(mask.astype(np.float32), (sigma, sigma, 0))
-
-
-#: SD of the extra patchiness of perfusion in the severe penumbra and the core (smooth over ~4 mm).
-ISCHAEMIC_TEXTURE = 0.25
-#: SD (mm, per in-plane axis) of the OT's registration error (:func:`registration_error`).
-REGISTRATION_SD_MM = 2.5
 
 
 def tissue_weights(rng, anat: dict, les: dict) -> dict:
