@@ -962,7 +962,7 @@ def paired_sentence(c: dict | None, better: str, worse: str) -> str:
     half = (c["high"] - c["low"]) / 2
     return (
         f"{diff}: the interval includes 0, so this sample cannot tell them apart, and would not resolve a difference "
-        f"much smaller than about {half:.2f} Dice"
+        f"much smaller than about {half:.3f} Dice"
     )
 
 

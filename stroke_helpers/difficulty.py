@@ -179,7 +179,7 @@ def read_table(path: str | os.PathLike) -> list[dict]:
 def markdown_table(rows: list[dict]) -> str:
     """The table as Markdown: README's learned-difficulty table is this, rendered from
     ``docs/scorecard/difficulty.csv`` (a test keeps them equal)."""
-    lines = ["| quantity | mean Dice (95 % interval) | studies | target | result |", "|---|---|---|---|---|"]
+    lines = ["| quantity | mean [95 % interval] | studies | target | result |", "|---|---|---|---|---|"]
     for r in rows:
         sign = "+" if " - " in r["quantity"] else ""
         value = f"{r['value']:{sign}.3f} [{r['low']:{sign}.3f}, {r['high']:{sign}.3f}]"

@@ -291,7 +291,7 @@ def verdict(c: dict) -> str:
     half = (c["high"] - c["low"]) / 2
     return (
         f"{c['claim']}: {diff}; the interval includes 0: this sample cannot tell them apart, "
-        f"and would not resolve a true difference much smaller than about {half:.2f} Dice."
+        f"and would not resolve a true difference much smaller than about {half:.3f} Dice."
     )
 
 
