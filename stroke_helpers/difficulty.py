@@ -52,9 +52,10 @@ class Difficulty:
     scores: dict[str, dict[str, float]]
     folds: int
 
-    def best_single(self) -> str:
+    def best_single(self) -> str | None:
+        """The single map with the highest mean Dice (None when no single map was scored)."""
         singles = [c for c in self.scores if c in TARGETS]
-        return max(singles, key=lambda c: _mean(self.scores[c]))
+        return max(singles, key=lambda c: _mean(self.scores[c])) if singles else None
 
     def rows(self) -> list[dict]:
         """One row per column and per paired condition: value, 95 % interval, target, pass."""
@@ -76,7 +77,7 @@ class Difficulty:
             )
         for a, b, bound in PAIRED:
             b = self.best_single() if b == "best" else b
-            if a not in self.scores or b not in self.scores:
+            if a not in self.scores or b not in self.scores:  # b is None: no single map scored
                 continue
             d = paired_difference(self.scores[a], self.scores[b])
             rows.append(

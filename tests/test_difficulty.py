@@ -100,3 +100,8 @@ def test_readme_states_the_default_folds_and_the_phantom_version():
     text = " ".join((ROOT / "README.md").read_text().split())
     assert f"({inspect.signature(cross_validate).parameters['folds'].default} folds by default)" in text
     assert f"The phantom (version {PHANTOM_VERSION})" in text
+
+
+def test_all_alone_has_no_ordering_to_check():
+    rows = Difficulty({"All": {f"s{i}": 0.6 for i in range(12)}}, 5).rows()
+    assert [r["quantity"] for r in rows] == ["All Dice"]
