@@ -125,7 +125,7 @@ def patient_groups(train_names: list[str], patients: dict[str, str | None]) -> d
     return groups
 
 
-def _folds(train_names: list[str], patients: dict[str, str | None], k: int, seed: int) -> list[list[str]]:
+def folds_by_patient(train_names: list[str], patients: dict[str, str | None], k: int, seed: int) -> list[list[str]]:
     """``k`` folds of training studies, a patient's studies kept together."""
     groups = patient_groups(train_names, patients)
     if k > len(groups):  # an empty fold would train on everything: in-sample maps, silently
@@ -187,7 +187,7 @@ def _run_cascade(config: TrainConfig, folds: int, resume: bool) -> Path:
     ms, scale = stage1_maps(run.stage1.path, arrays, everything, device)
     if folds:
         patients = dict(zip(arrays.studies, arrays.patients))
-        for k, held in enumerate(_folds(split["train"], patients, folds, config.seed)):
+        for k, held in enumerate(folds_by_patient(split["train"], patients, folds, config.seed)):
             fold = replace(
                 s1,
                 out=str(run.fold(k)),

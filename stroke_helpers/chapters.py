@@ -121,6 +121,11 @@ def largest_lesion(arrays: SliceArrays, names: list[str]) -> tuple[str, int]:
     return study, largest_lesion_slice(study_slices(arrays, study)[1])
 
 
+def show_source(*objects) -> None:
+    """Print the source of each function or method, one after another: the code a cell explains."""
+    print("\n".join(inspect.getsource(o) for o in objects))
+
+
 # --- chapter 1: the data --------------------------------------------------------------------------
 
 
@@ -613,11 +618,6 @@ def validation_probabilities(predictor: Predictor, arrays: SliceArrays) -> tuple
 # --- take-aways and summaries: every number a chapter's text states, from its results ------------
 
 
-def show_source(*objects) -> None:
-    """Print the source of each function or method, one after another: the code a cell explains."""
-    print("\n".join(inspect.getsource(o) for o in objects))
-
-
 def say(text: str) -> None:
     """Show ``text`` (Markdown) in a notebook, print it elsewhere. The chapters state their
     take-aways' and summaries' numbers through it, rendered from the results they describe, so no
@@ -954,16 +954,14 @@ def paired(results: Path, split: str, claim: str) -> dict | None:
 
 def paired_sentence(c: dict | None, better: str, worse: str) -> str:
     """One sentence on a paired comparison: its difference, interval, and what it resolves."""
+    from .report import resolution
+
     if c is None:
         return "the runs of this comparison are missing here"
     diff = f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] on {c['n']} studies"
     if c["resolved"]:
         return f"{diff}: the interval excludes 0, so this sample resolves it: {better if c['mean'] > 0 else worse}"
-    half = (c["high"] - c["low"]) / 2
-    return (
-        f"{diff}: the interval includes 0, so this sample cannot tell them apart, and would not resolve a difference "
-        f"much smaller than about {half:.3f} Dice"
-    )
+    return f"{diff}: the interval includes 0, so this sample cannot tell them apart, and {resolution(c)}"
 
 
 def attention_paired_takeaway(results: Path, split: str) -> str:

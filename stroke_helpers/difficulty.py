@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .cascade import _folds
+from .cascade import folds_by_patient
 from .datasets import build_slices
 from .files import check_output, write_csv
 from .grid import TABLE1, column_name
@@ -126,7 +126,7 @@ def cross_validate(
     and dataset folder (so an interrupted run resumes); otherwise it is trained again."""
     arrays = build_slices(data, "TRAINING", TrainConfig(str(data), str(out), preset).settings.size, progress=progress)
     names = list(arrays.studies)
-    held_out = _folds(names, dict(zip(arrays.studies, arrays.patients)), folds, seed)
+    held_out = folds_by_patient(names, dict(zip(arrays.studies, arrays.patients)), folds, seed)
     scores = {}
     jobs = [(c, k) for c in columns for k in range(folds)]
     for column, k in tqdm(jobs, desc="difficulty", disable=not progress):

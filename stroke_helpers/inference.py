@@ -51,13 +51,15 @@ class Predictor:
     ):
         """``precision``: the autocast policy to predict with (default: the run's own);
         ``checkpoint``: ``best`` (the epoch validation chose) or ``last`` (a model run's last epoch,
-        kept with ``keep_last``)."""
+        kept with ``keep_last``; a cascade always predicts with its stages' best epochs)."""
         self.run_dir = Path(run_dir)
         if not self.run_dir.is_dir():
             raise RunError(f"{run_dir}: no such run folder")
         self.device = resolve_device(device)
         run = RunFolder(self.run_dir)
         self.cascade = read_cascade(run.path) if run.is_cascade else None
+        if self.cascade and checkpoint != "best":
+            raise RunError(f"{run_dir}: a cascade predicts with its stages' best epochs; checkpoint={checkpoint!r}")
         if self.cascade:
             self.stage1, _ = load_model(run.stage1, device=self.device)
             self.model, self.config = load_model(run.stage2, device=self.device)

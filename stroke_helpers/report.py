@@ -288,11 +288,12 @@ def verdict(c: dict) -> str:
         return f"{c['claim']}: {diff}; the interval excludes 0, so this sample resolves it ({side})."
     if c["low"] == c["high"] == 0:
         return f"{c['claim']}: {diff}; the two score the same on every study."
-    half = (c["high"] - c["low"]) / 2
-    return (
-        f"{c['claim']}: {diff}; the interval includes 0: this sample cannot tell them apart, "
-        f"and would not resolve a true difference much smaller than about {half:.3f} Dice."
-    )
+    return f"{c['claim']}: {diff}; the interval includes 0: this sample cannot tell them apart, and {resolution(c)}."
+
+
+def resolution(c: dict) -> str:
+    """What an unresolved paired comparison ``c`` could still have resolved: half its interval."""
+    return f"would not resolve a true difference much smaller than about {(c['high'] - c['low']) / 2:.3f} Dice"
 
 
 def comparisons_markdown(results: Path, split: str = "val", only: tuple[str, ...] = ()) -> str:

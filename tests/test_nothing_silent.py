@@ -390,8 +390,8 @@ def test_train_command_refuses_a_hostile_study_in_the_verify_line(tmp_path, caps
 
 
 def test_more_folds_than_patients_never_make_an_empty_fold():
-    from stroke_helpers.cascade import _folds
+    from stroke_helpers.cascade import folds_by_patient
 
-    assert sorted(map(len, _folds(["a", "b", "c"], {}, 3, 0))) == [1, 1, 1]
+    assert sorted(map(len, folds_by_patient(["a", "b", "c"], {}, 3, 0))) == [1, 1, 1]
     with pytest.raises(ValueError, match="4 folds need at least 4 training patients; this split has 3"):
-        _folds(["a", "b", "c"], {}, 4, 0)
+        folds_by_patient(["a", "b", "c"], {}, 4, 0)

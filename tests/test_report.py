@@ -338,3 +338,13 @@ def test_threshold_scores_are_the_baselines_own(phantom_root):
         assert rows["tmax_above_6s"][k]["dice"] == pytest.approx(classical[name]["tmax_dice"])
         assert rows["ncct_hypodensity"][k]["dice"] == pytest.approx(ncct[name])
         assert rows["tmax_above_6s"][k]["lesion_ml"] == pytest.approx(classical[name]["lesion_ml"])
+
+
+def test_the_report_and_the_chapters_say_the_same_resolution():
+    """Half the interval's width, to 3 decimals, in one sentence shared by report and chapters."""
+    from stroke_helpers.chapters import paired_sentence
+    from stroke_helpers.report import resolution, verdict
+
+    c = {"claim": "A vs B", "mean": 0.01, "low": -0.01, "high": 0.03, "n": 62, "resolved": False}
+    assert resolution(c) == "would not resolve a true difference much smaller than about 0.020 Dice"
+    assert resolution(c) in verdict(c) and resolution(c) in paired_sentence(c, "A", "B")

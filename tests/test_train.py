@@ -19,7 +19,7 @@ from stroke_helpers.datasets import build_slices
 from stroke_helpers.engine import autocast_dtype, choose_precision
 from stroke_helpers.inference import Predictor, evaluate, predict_study
 from stroke_helpers.presets import PRESETS, deviations
-from stroke_helpers.runs import TrainConfig, is_finished, load_model, load_synthetic_maps, read_history
+from stroke_helpers.runs import RunError, TrainConfig, is_finished, load_model, load_synthetic_maps, read_history
 from stroke_helpers.train import Validation, _datasets, train
 
 
@@ -184,6 +184,8 @@ def test_cascade_out_of_fold(phantom_root, tmp_path):
     assert nifti.shape == nib.load(next((phantom_root / name).glob("*CT.*/*.nii*"))).shape
     result = evaluate(run, progress=False)
     assert result["name"].startswith("MR+ATT") and len(result["studies"]) == len(predictor.split["val"])
+    with pytest.raises(RunError, match="a cascade predicts with its stages' best epochs"):
+        Predictor(run, device="cpu", checkpoint="last")  # not silently the best epochs
 
 
 def test_precision_policy_and_deviations():
