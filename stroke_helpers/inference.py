@@ -57,6 +57,7 @@ class Predictor:
             raise RunError(f"{run_dir}: no such run folder")
         self.device = resolve_device(device)
         run = RunFolder(self.run_dir)
+        run.checkpoint(checkpoint)  # best or last, else one clear ValueError
         self.cascade = read_cascade(run.path) if run.is_cascade else None
         if self.cascade and checkpoint != "best":
             raise RunError(f"{run_dir}: a cascade predicts with its stages' best epochs; checkpoint={checkpoint!r}")

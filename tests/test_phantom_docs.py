@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from stroke_helpers.phantom import anatomy, ischaemia, series
@@ -51,3 +52,68 @@ def test_stated_constants_are_the_generator_s():
     assert f"GM ≈ {anatomy.HU['GM']:g}, WM ≈ {anatomy.HU['WM']:g}" in text
     assert "`0.2 + 0.45 (1 - g)`" in text and ischaemia.intensity_ratio(0.0) == pytest.approx(0.65)
     assert ischaemia.intensity_ratio(1.0) == pytest.approx(0.2)
+
+
+def test_ischaemia_docstring_hypodensity_is_the_generator_s():
+    """The module docstring's "~4 HU at 2 h" and "~10 HU from 5.5 h on" are core_hypodensity's."""
+    text = " ".join(ischaemia.__doc__.split())
+    early, at_h = re.search(r"faint early: ~([\d.]+) HU at ([\d.]+) h", text).groups()
+    late, from_h = re.search(r"obvious late: ~([\d.]+) HU from ([\d.]+) h on", text).groups()
+    assert round(ischaemia.core_hypodensity(60 * float(at_h))) == float(early)
+    assert round(ischaemia.core_hypodensity(60 * float(from_h))) == float(late)
+    plateau_h = ischaemia.NWU_MAX / ischaemia.NWU_PER_HOUR  # the darkening stops growing here
+    assert abs(plateau_h - float(from_h)) < 0.1
+
+
+def _patients(n: int = 4000) -> list[dict]:
+    rng = np.random.default_rng(0)
+    return [series.tissue_values(rng) for _ in range(n)]
+
+
+def _percent(text: str, pattern: str) -> float:
+    return float(re.search(pattern, text)[1]) / 100
+
+
+def test_core_and_penumbra_perfusion_is_as_stated():
+    """§6 item 3's prose on the core and the severe penumbra: the median patient's grey-matter CBV
+    (on either side of Wintermark 2006's 2.0 ml/100g) and MTT, and the shares of patients it
+    states, drawn from the generator's own per-patient values."""
+    text = " ".join(SECTION.split())
+    core, severe = re.search(
+        r"core's grey-matter CBV is about ([\d.]+) ml/100g and the severe penumbra's ([\d.]+),", text
+    ).groups()
+    gm = {state: series.TISSUE[(state, "GM")] for state in ("normal", "mild", "severe", "core")}
+    assert round(gm["core"][1], 1) == float(core) and round(gm["severe"][1], 1) == float(severe)
+    assert gm["core"][1] < 2.0 < gm["severe"][1] and "Wintermark 2006's 2.0 ml/100g" in text
+    stated = re.search(
+        r"MTT is ([\d.]+) s healthy, ([\d.]+) s in the mild rim, ([\d.]+) s in the severe zone and ([\d.]+) s in the core",
+        text,
+    )
+    for state, value in zip(gm, stated.groups(), strict=True):
+        assert round(60 * gm[state][1] / gm[state][0], 1) == float(value), state
+
+    def mtt(values, state):
+        cbf, cbv, *_ = values[(state, "GM")]
+        return 60 * cbv / cbf
+
+    (lo, hi), (mlo, mhi) = series.STATES["severe"][1], series.STATES["mild"][0]
+    assert f"a raised penumbral CBV ({lo:g}–{hi:g}) and a milder rim's flow ({mlo:g}–{mhi:g})" in text
+    patients = _patients()
+    darker = np.mean(
+        [
+            p[("core", "GM")][0] < p[("severe", "GM")][0] and p[("core", "GM")][1] < p[("severe", "GM")][1]
+            for p in patients
+        ]
+    )
+    shorter = np.mean([mtt(p, "core") < mtt(p, "severe") for p in patients])
+    ratio = np.array([mtt(p, "core") / mtt(p, "normal") for p in patients])
+    assert darker == pytest.approx(
+        _percent(text, r"darker than the penumbra around it on CBF and CBV \(in (\d+) % of patients"), abs=0.015
+    )
+    assert shorter == pytest.approx(
+        _percent(text, r"shorter than the severe penumbra's around it \(in (\d+) % of patients\)"), abs=0.015
+    )
+    assert np.mean(ratio < 1.45) == pytest.approx(
+        _percent(text, r"below 145 % of healthy tissue's in (\d+) % of patients"), abs=0.015
+    )
+    assert np.mean(ratio <= 1) == pytest.approx(_percent(text, r"no longer than it in (\d+) %"), abs=0.015)

@@ -186,6 +186,8 @@ def test_cascade_out_of_fold(phantom_root, tmp_path):
     assert result["name"].startswith("MR+ATT") and len(result["studies"]) == len(predictor.split["val"])
     with pytest.raises(RunError, match="a cascade predicts with its stages' best epochs"):
         Predictor(run, device="cpu", checkpoint="last")  # not silently the best epochs
+    with pytest.raises(ValueError, match="checkpoint must be best or last"):
+        Predictor(run, device="cpu", checkpoint="bogus")
 
 
 def test_precision_policy_and_deviations():

@@ -3,11 +3,15 @@ from the noisy series; :func:`simulate_patient` ties anatomy, territories and is
 
 Tissue values (docs/decisions.md §6, ml/100g/min, ml/100g, s): healthy GM CBF 55, CBV 4.0; WM 22,
 2.0; Tmax 0.5 s. Each ischaemic state scales both tissues' CBF and CBV by factors drawn per
-patient (:data:`STATES`): mild penumbra CBF x0.6-0.85, CBV x1.0-1.2, Tmax 7-9.5 s; severe penumbra
-CBF x0.22-0.6, CBV x0.9-1.15, Tmax 11.5-16 s; core CBF x0.2-0.85 and CBV x0.3-0.65 of its own
+patient (:data:`STATES`): mild penumbra CBF x0.7-0.95, CBV x1.0-1.2, Tmax 7-9.5 s; severe penumbra
+CBF x0.25-0.6, CBV x1.05-1.35, Tmax 11.5-16 s; core CBF x0.3-0.95 and CBV x0.15-0.45 of its own
 severe penumbra's, Tmax that plus 0-1 s; reperfused infarct CBF x0.9-1.3, CBV x1.0-1.2, Tmax 0.5-2 s.
-Within a patient the core is darker than its penumbra on CBF and CBV; across patients one core can
-have another's penumbral flow, so no single rCBF threshold is right for all. MTT = 60 CBV/CBF; each
+Within a patient the core is darker than its penumbra on CBF and CBV (bar the odd patient whose
+jitter reverses one); across patients one core can
+have another's penumbral flow, so no single rCBF threshold is right for all. The penumbra's CBV is
+raised (autoregulation dilates its vessels) and the core's falls further than its flow, so MTT is
+longest in the severe penumbra and shorter in the core inside it: a phantom assumption (real MTT
+is prolonged in the core too), docs/decisions.md §6 item 3. MTT = 60 CBV/CBF; each
 value jittered +-8 % per patient, with a smooth +-10 % texture. The arrival delay is what puts the
 residue's maximum (later for a dispersed one) at that Tmax.
 
@@ -54,13 +58,13 @@ def _mid(bounds) -> float:
 HEALTHY = {"GM": (55.0, 4.0), "WM": (22.0, 2.0)}
 #: Per ischaemic state, the ranges (uniform, per patient) of CBF and CBV relative to healthy tissue,
 #: the true Tmax (s) and the extra dispersion (s). The core's CBF and CBV are fractions of its own
-#: severe penumbra's and its Tmax is added to it: within a patient the core is always the darker
+#: severe penumbra's and its Tmax is added to it: within a patient the core is (nearly) always the darker
 #: on CBF and CBV, across patients its absolute values overlap other patients' penumbra.
 STATES = {
     "normal": ((1.0, 1.0), (1.0, 1.0), (0.5, 0.5), 0.0),
-    "mild": ((0.6, 0.85), (1.0, 1.2), (7.0, 9.5), 1.5),
-    "severe": ((0.22, 0.6), (0.9, 1.15), (11.5, 16.0), 2.5),
-    "core": ((0.2, 0.85), (0.3, 0.65), (0.0, 1.0), 3.0),  # CBF, CBV and Tmax relative to the severe penumbra's
+    "mild": ((0.7, 0.95), (1.0, 1.2), (7.0, 9.5), 1.5),
+    "severe": ((0.25, 0.6), (1.05, 1.35), (11.5, 16.0), 2.5),
+    "core": ((0.3, 0.95), (0.15, 0.45), (0.0, 1.0), 3.0),  # CBF, CBV and Tmax relative to the severe penumbra's
     "reperfused": ((0.9, 1.3), (1.0, 1.2), (0.5, 2.0), 0.5),
 }
 #: (CBF, CBV, Tmax, dispersion) per (state, tissue) at the middle of each range: the median patient.
