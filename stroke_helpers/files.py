@@ -157,6 +157,18 @@ def write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> P
     return save_with(path, lambda tmp: tmp.write_bytes(data), durable)
 
 
+def write_nifti(path: str | os.PathLike, image, durable: bool = True) -> Path:
+    """A NIfTI image (``nibabel``), gzip-compressed when ``path`` ends in ``.gz``: by ISA-L
+    (``isal.igzip``, level 1), about 5 times faster than ``nib.save``'s zlib at level 1, in the
+    same gzip format and about as small. The phantom writes most of its time away otherwise."""
+    data = image.to_bytes()
+    if str(path).endswith(".gz"):
+        from isal import igzip
+
+        data = igzip.compress(data, 1)
+    return write_bytes(path, data, durable)
+
+
 def write_text(path: str | os.PathLike, text: str, durable: bool = True) -> Path:
     return save_with(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), durable)
 

@@ -121,3 +121,34 @@ def test_classical_baseline_is_as_hard_as_on_real_data(phantom_root):
     assert 0.1 <= dice <= 0.5, dice
     assert np.mean([r["tmax_precision"] for r in rows]) < 0.9
     assert 3 <= np.median([r["lesion_ml"] for r in rows]) <= 40
+
+
+def test_fast_paths_give_the_same_numbers():
+    """The generator's shortcuts change its speed, never its output: plane-by-plane zoom and the
+    brain-box sampling return exactly what the plain scipy calls return (so a dataset of this
+    phantom version is the same file content however fast it was written)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(3, 16, 16, 5))
+    for mode in ("nearest", "grid-wrap"):
+        plain = ndimage.zoom(f, (1, 4, 4, 1), order=1, grid_mode=True, mode=mode)
+        assert np.array_equal(anatomy.zoom_planes(f, 4, mode), plain)
+        assert np.array_equal(anatomy.zoom_planes(f[0], 4, mode), plain[0])
+    pose = anatomy.patient_pose(rng)
+    coords = anatomy.template_coordinates(pose, np.array([-30.0, 20.0]), rng, sub=2)
+    lo, hi = anatomy._brain_box()
+    inside = np.all((coords.reshape(3, -1) >= lo[:, None]) & (coords.reshape(3, -1) <= hi[:, None]), axis=0)
+    assert 0.1 < inside.mean() < 0.9  # both paths are exercised
+    fast = anatomy._sample_brain(coords)
+    for k, values in fast.items():
+        assert np.array_equal(values, anatomy._sample(anatomy.template()[k], coords)), k
+
+
+def test_find_atlas_checks_the_pinned_file(capsys, tmp_path):
+    (tmp_path / territories.ATLAS_FILE).write_bytes(b"not the atlas")
+    assert territories.find_atlas(tmp_path) is None and "not the pinned file" in capsys.readouterr().out
+    assert territories.find_atlas(None, warn=False) is None and capsys.readouterr().out == ""
+    assert territories.record(False) == {"territories": "geometric", "territories_md5": ""}
+    if ATLAS_DIR.is_dir():
+        assert territories.find_atlas(ATLAS_DIR) == ATLAS_DIR / territories.ATLAS_FILE

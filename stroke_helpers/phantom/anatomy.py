@@ -23,6 +23,7 @@ Tissue HU (docs/decisions.md §6): GM 39, deep GM 37, WM 29, CSF 8; background -
 
 from __future__ import annotations
 
+import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
@@ -45,14 +46,24 @@ def smooth_field(rng, shape, sigma_px: float, coarse: int = 4) -> np.ndarray:
     ``coarse`` times coarser in-plane, upsampled bilinearly."""
     small = (shape[0] // coarse, shape[1] // coarse, shape[2])
     f = ndimage.gaussian_filter(rng.standard_normal(small), (sigma_px / coarse, sigma_px / coarse, 0.6), mode="wrap")
-    f = ndimage.zoom(f, (coarse, coarse, 1), order=1, grid_mode=True, mode="grid-wrap")
+    f = zoom_planes(f, coarse, mode="grid-wrap")
     return (f - f.mean()) / (f.std() + 1e-9)
 
 
-def template_dir() -> Path:
-    import nilearn.datasets
+def zoom_planes(f: np.ndarray, factor: int, mode: str) -> np.ndarray:
+    """Bilinear in-plane upsampling of ``f`` ``(..., X, Y, Z)`` by ``factor``: the numbers of
+    ``ndimage.zoom(f, (1, ..., factor, factor, 1), order=1, grid_mode=True, mode=mode)``, plane by
+    plane (an axis zoomed by 1 only adds zero weights), about 3 times faster."""
+    out = np.empty((*f.shape[:-3], f.shape[-3] * factor, f.shape[-2] * factor, f.shape[-1]), f.dtype)
+    for lead in np.ndindex(*f.shape[:-3], f.shape[-1]):
+        plane = (*lead[:-1], slice(None), slice(None), lead[-1])
+        out[plane] = ndimage.zoom(f[plane], factor, order=1, grid_mode=True, mode=mode)
+    return out
 
-    return Path(nilearn.datasets.__file__).parent / "data"
+
+def template_dir() -> Path:
+    """nilearn's bundled MNI152 2009 files, found without importing nilearn (1.5 s per worker)."""
+    return Path(importlib.util.find_spec("nilearn").submodule_search_locations[0]) / "datasets" / "data"
 
 
 @lru_cache(maxsize=1)
@@ -131,11 +142,36 @@ def template_coordinates(pose: dict, heights: np.ndarray, rng, size: int = SIZE,
     head = _rotation(pose).T @ ((pts - pose["shift"][:, None]) / pose["scale"])
     head += _elastic(rng, pose["elastic_mm"])(head)
     idx = (head + HEAD_CENTRE_MNI[:, None] - TEMPLATE_ORIGIN[:, None]).reshape(3, q, q, len(zs))
-    return ndimage.zoom(idx, (1, 4, 4, 1), order=1, mode="nearest", grid_mode=True).astype(np.float32)
+    return zoom_planes(idx, 4, mode="nearest").astype(np.float32)
 
 
 def _sample(volume: np.ndarray, coords: np.ndarray, order: int = 1, cval: float = 0.0) -> np.ndarray:
     return ndimage.map_coordinates(volume, coords, order=order, mode="constant", cval=cval, prefilter=False)
+
+
+@lru_cache(maxsize=1)
+def _brain_box() -> tuple[np.ndarray, np.ndarray]:
+    """Lowest and highest template index, per axis, at which a sample of the brain volumes
+    (``GM, WM, CSF, deep, icv``) can be nonzero: their nonzero voxels' box, one voxel wider."""
+    tpl = template()
+    nonzero = np.argwhere(np.any([tpl[k] != 0 for k in ("GM", "WM", "CSF", "deep", "icv")], axis=0))
+    return nonzero.min(axis=0) - 1.0, nonzero.max(axis=0) + 1.0
+
+
+def _sample_brain(coords: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`_sample` of ``GM, WM, CSF, deep, icv`` at ``coords`` ``(3, ...)``, interpolated only
+    inside :func:`_brain_box` (outside it every neighbour is 0, so is the sample): the same numbers,
+    in less than half the time (the brain fills under half of the field of view)."""
+    lo, hi = _brain_box()
+    flat = coords.reshape(3, -1)
+    inside = np.all((flat >= lo[:, None]) & (flat <= hi[:, None]), axis=0)
+    points = flat[:, inside]
+    out = {}
+    for k in ("GM", "WM", "CSF", "deep", "icv"):
+        values = np.zeros(flat.shape[1], np.float32)
+        values[inside] = _sample(template()[k], points)
+        out[k] = values.reshape(coords.shape[1:])
+    return out
 
 
 def _shell_hu(outside: np.ndarray, pose: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -160,8 +196,9 @@ def anatomy(pose: dict, heights: np.ndarray, rng, labels: np.ndarray | None = No
     nz = len(heights)
     coords = template_coordinates(pose, heights, rng, SIZE, sub)
     avg = lambda a: a.reshape(SIZE, SIZE, nz, sub).mean(axis=3)  # noqa: E731
-    out = {k: avg(_sample(tpl[k], coords)) for k in ("GM", "WM", "CSF", "deep")}
-    planes_icv = _sample(tpl["icv"], coords)
+    planes = _sample_brain(coords)
+    out = {k: avg(planes[k]) for k in ("GM", "WM", "CSF", "deep")}
+    planes_icv = planes["icv"]
     out["icv"] = avg(planes_icv)
     shell, head = _shell_hu(_sample(tpl["outside"], coords, cval=1e3), pose)
     shell = np.where(head, shell, -1000.0)  # air, clipped below like the real files

@@ -26,9 +26,9 @@ from .. import files, locations
 from ..isles import PATIENTS_FILE, SPLITS, write_case
 from ..modalities import id_order
 from ..truth import CASES_FILE, CONFIG_FILE, TRUTH, has_truth
+from . import territories as atlas_territories
 from . import truth as truth_io
 from .series import PhantomConfig, simulate_patient
-from .territories import load_territories
 
 #: ISLES 2018 training slab sizes: slices -> number of cases (docs/decisions.md §5).
 ISLES_SLICES = {2: 51, 4: 19, 8: 9, 16: 13, 22: 2}
@@ -209,13 +209,14 @@ def _generate(
     tmp: Path, train_cases: int, test_cases: int, seed: int, config: PhantomConfig, workers: int | None, progress: bool
 ) -> None:
     tmp.mkdir(parents=True)
-    territories = load_territories(config.atlas, warn=True)  # warns once here, not in every worker
+    atlas = atlas_territories.find_atlas(config.atlas, warn=True)  # warns once here, not in every worker
     rng = np.random.default_rng(seed)
     jobs = _plan_jobs(rng, seed, config, tmp, train_cases, test_cases)
+    jobs.sort(key=lambda job: -sum(job[1]))  # most slices first, so the workers finish together
     workers = workers or min(os.cpu_count() or 1, 8)
     rows = []
     for batch in tqdm(_run_jobs(jobs, workers), total=len(jobs), desc="phantom patients", disable=not progress):
         rows += batch
     settings = {"phantom_version": PHANTOM_VERSION, "seed": seed, "train_cases": train_cases, "test_cases": test_cases}
-    settings |= territories.record()
+    settings |= atlas_territories.record(atlas is not None)
     _write_tables(tmp, rows, config, settings)

@@ -45,7 +45,12 @@ class Territories:
     md5: str = ""
 
     def record(self) -> dict:
-        return {"territories": self.source, "territories_md5": self.md5}
+        return record(self.source == "atlas")
+
+
+def record(atlas: bool) -> dict:
+    """What ``truth/config.csv`` says of the territories: their source and the atlas's md5."""
+    return {"territories": "atlas" if atlas else "geometric", "territories_md5": ATLAS_MD5 if atlas else ""}
 
 
 def atlas_to_template(atlas: np.ndarray, shape: tuple) -> np.ndarray:
@@ -74,13 +79,12 @@ def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def load_territories(atlas_dir: str | Path | None, warn: bool = True) -> Territories:
-    """The atlas's territories from ``atlas_dir`` (checked against its md5), else the geometric
-    fallback with a printed warning (``warn``)."""
+def find_atlas(atlas_dir: str | Path | None, warn: bool = True) -> Path | None:
+    """The pinned atlas file in ``atlas_dir`` (checked against its md5), else ``None`` and, with
+    ``warn``, a printed warning that geometric territories will be used."""
     path = Path(atlas_dir) / ATLAS_FILE if atlas_dir else None
     if path is not None and path.is_file() and _md5(path) == ATLAS_MD5:
-        atlas = np.asarray(nib.load(path).dataobj)
-        return Territories(atlas_to_template(atlas, template()["icv"].shape), "atlas", ATLAS_MD5)
+        return path
     if warn:
         why = "no atlas folder given" if path is None else f"{path} missing or not the pinned file"
         message = (
@@ -88,4 +92,13 @@ def load_territories(atlas_dir: str | Path | None, warn: bool = True) -> Territo
             "Get it with: python data_download.py atlas"
         )
         print(message, flush=True)
+    return None
+
+
+def load_territories(atlas_dir: str | Path | None, warn: bool = True) -> Territories:
+    """The atlas's territories from ``atlas_dir`` (:func:`find_atlas`), else the geometric fallback."""
+    path = find_atlas(atlas_dir, warn)
+    if path is not None:
+        atlas = np.asarray(nib.load(path).dataobj)
+        return Territories(atlas_to_template(atlas, template()["icv"].shape), "atlas", ATLAS_MD5)
     return Territories(geometric_labels(), "geometric")

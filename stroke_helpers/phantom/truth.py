@@ -19,7 +19,7 @@ def write_case_truth(dataset: Path, case_name: str, arrays: dict[str, np.ndarray
     for name, arr in arrays.items():
         dtype = np.uint8 if arr.dtype in (bool, np.uint8) else np.float32
         img = nib.Nifti1Image(arr.astype(dtype), np.diag([*spacing, 1.0]))
-        files.save_with(tdir / f"{name}.nii.gz", lambda tmp, img=img: nib.save(img, tmp), durable=False)
+        files.write_nifti(tdir / f"{name}.nii.gz", img, durable=False)
 
 
 def write_tables(dataset: Path, rows: list[dict], settings: dict) -> None:
