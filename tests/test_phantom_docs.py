@@ -50,6 +50,8 @@ def test_stated_constants_are_the_generator_s():
     assert f"median {ischaemia.OT_MEDIAN_ML:g} mL" in text
     assert f"(N(0, {series.REGISTRATION_SD_MM:g} mm) per axis;" in text
     assert f"GM ≈ {anatomy.HU['GM']:g}, WM ≈ {anatomy.HU['WM']:g}" in text
+    (gm_cbf, gm_cbv), (wm_cbf, wm_cbv) = series.HEALTHY["GM"], series.HEALTHY["WM"]
+    assert f"healthy GM CBF {gm_cbf:g}, CBV {gm_cbv:.1f}; WM {wm_cbf:g}, {wm_cbv:.1f}; Tmax" in text
     assert "`0.2 + 0.45 (1 - g)`" in text and ischaemia.intensity_ratio(0.0) == pytest.approx(0.65)
     assert ischaemia.intensity_ratio(1.0) == pytest.approx(0.2)
 

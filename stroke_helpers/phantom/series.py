@@ -1,12 +1,11 @@
 """The forward model: tissue values, the 4D CT perfusion series, the NCCT, and the maps computed
 from the noisy series; :func:`simulate_patient` ties anatomy, territories and ischaemia together.
 
-Tissue values (docs/decisions.md §6, ml/100g/min, ml/100g, s): healthy GM CBF 55, CBV 4.0; WM 22,
-2.0; Tmax 0.5 s. Each ischaemic state scales both tissues' CBF and CBV by factors drawn per
-patient (:data:`STATES`): mild penumbra CBF x0.7-0.95, CBV x1.0-1.2, Tmax 7-9.5 s; severe penumbra
-CBF x0.25-0.6, CBV x1.05-1.35, Tmax 11.5-16 s; core CBF x0.3-0.95 and CBV x0.15-0.45 of its own
-severe penumbra's, Tmax that plus 0-1 s; reperfused infarct CBF x0.9-1.3, CBV x1.0-1.2, Tmax 0.5-2 s.
-Within a patient the core is darker than its penumbra on CBF and CBV (bar the odd patient whose
+Tissue values (ml/100g/min, ml/100g, s): healthy grey and white matter (:data:`HEALTHY`), and for
+each ischaemic state (mild and severe penumbra, core, reperfused infarct) the ranges of the factors
+on both tissues' CBF and CBV and of Tmax, drawn per patient (:data:`STATES`; the core's relative to
+its own severe penumbra's). docs/decisions.md §6 tabulates them, with sources, and a test holds
+that table to these. Within a patient the core is darker than its penumbra on CBF and CBV (bar the odd patient whose
 jitter reverses one); across patients one core can
 have another's penumbral flow, so no single rCBF threshold is right for all. The penumbra's CBV is
 raised (autoregulation dilates its vessels) and the core's falls further than its flow, so MTT is
