@@ -159,8 +159,8 @@ def write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> P
 
 def write_nifti(path: str | os.PathLike, image, durable: bool = True) -> Path:
     """A NIfTI image (``nibabel``), gzip-compressed when ``path`` ends in ``.gz``: by ISA-L
-    (``isal.igzip``, level 1), about 5 times faster than ``nib.save``'s zlib at level 1, in the
-    same gzip format and about as small. The phantom writes most of its time away otherwise."""
+    (``isal.igzip``, level 1), several times faster than ``nib.save``'s zlib at level 1, in the
+    same gzip format and no larger (benchmarks/phantom_bench.py times the phantom that relies on it)."""
     data = image.to_bytes()
     if str(path).endswith(".gz"):
         from isal import igzip

@@ -5,9 +5,9 @@ Tissue values (ml/100g/min, ml/100g, s): healthy grey and white matter (:data:`H
 each ischaemic state (mild and severe penumbra, core, reperfused infarct) the ranges of the factors
 on both tissues' CBF and CBV and of Tmax, drawn per patient (:data:`STATES`; the core's relative to
 its own severe penumbra's). docs/decisions.md §6 tabulates them, with sources, and a test holds
-that table to these. Within a patient the core is darker than its penumbra on CBF and CBV (bar the odd patient whose
-jitter reverses one); across patients one core can
-have another's penumbral flow, so no single rCBF threshold is right for all. The penumbra's CBV is
+that table to these. Within a patient the core is darker than its penumbra on CBF and CBV (bar
+the odd patient whose jitter reverses one); across patients one core can have another's
+penumbral flow, so no single rCBF threshold is right for all. The penumbra's CBV is
 raised (autoregulation dilates its vessels) and the core's falls further than its flow, so MTT is
 longest in the severe penumbra and shorter in the core inside it: a phantom assumption (real MTT
 is prolonged in the core too), docs/decisions.md §6 item 3. MTT = 60 CBV/CBF; each
