@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import re
 import resource
 import tempfile
@@ -46,6 +45,7 @@ from stroke_helpers.engine import (
     apply_tf32_policy,
     choose_precision,
     configure_determinism,
+    device_name,
     grad_scaler,
     resolve_device,
     synchronize,
@@ -67,20 +67,6 @@ PEAKS = [
     (r"\bT4\b", {"fp16": 65.0, "fp32": 8.1}),
     (r"V100", {"fp16": 125.0, "fp32": 15.7}),
 ]
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "cpu":
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-        except OSError:
-            pass
-        return platform.processor() or platform.machine()
-    return device.type
 
 
 def peak_tflops(device: torch.device, name: str, precision: str) -> tuple[float | None, str]:

@@ -15,28 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from stroke_helpers import locations
+from stroke_helpers.engine import device_name
 from stroke_helpers.phantom import PhantomConfig, generate_dataset
 from stroke_helpers.phantom.dataset import PHANTOM_VERSION
 
 GOAL_S, GOAL_BYTES = 120, 2e9
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv=None) -> dict:
@@ -66,7 +57,7 @@ def main(argv=None) -> dict:
         "territories": territories,
         "workers": args.workers or min(os.cpu_count() or 1, 8),
         "cpu_count": os.cpu_count(),
-        "cpu": cpu_model(),
+        "cpu": device_name(torch.device("cpu")),
         "seconds": round(seconds, 1),
         "bytes": size,
         "goal_seconds": GOAL_S,

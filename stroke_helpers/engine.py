@@ -43,6 +43,7 @@ import platform
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -59,6 +60,22 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         return torch.device(name)
     acc = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
     return acc if acc is not None else torch.device("cpu")
+
+
+def device_name(device: torch.device) -> str:
+    """The device in words: a CUDA card's name, the CPU's model (``/proc/cpuinfo`` on Linux, else
+    what ``platform`` knows), else the device type."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type != "cpu":
+        return device.type
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _cpu_bf16() -> tuple[bool, str]:

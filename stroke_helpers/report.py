@@ -443,22 +443,11 @@ def machine(device, precision: str = "auto") -> dict:
     """What ran the grid, for ``timing.json``: the device's name, the CPU cores and the precision
     policy's choice (:func:`~stroke_helpers.engine.choose_precision`)."""
     import os
-    import platform
 
-    import torch
+    from .engine import choose_precision, device_name
 
-    from .engine import choose_precision
-
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    if device.type == "cpu" and Path("/proc/cpuinfo").is_file():
-        models = [
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        name = models[0] if models else name
     chosen = choose_precision(device, precision)
-    return {"device": name, "cores": os.cpu_count() or 1, "precision": chosen.name, "why": chosen.reason}
+    return {"device": device_name(device), "cores": os.cpu_count() or 1, "precision": chosen.name, "why": chosen.reason}
 
 
 def time_markdown(

@@ -229,3 +229,15 @@ def test_cpu_determinism_note_and_the_tf32_policy_leave_a_cpu_alone():
     finally:
         torch.use_deterministic_algorithms(before)
     assert engine.apply_tf32_policy(cpu, engine.choose_precision(cpu, "fp32")) is None
+
+
+def test_device_name_is_the_cpu_model_or_the_card():
+    """One name for the machine everywhere (timing.json, the benchmarks): the CPU's model on Linux."""
+    from pathlib import Path
+
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.is_file() else []
+    models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    name = engine.device_name(torch.device("cpu"))
+    assert name and (name == models[0] if models else True)
+    assert engine.device_name(torch.device("meta")) == "meta"
