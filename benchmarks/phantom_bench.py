@@ -26,6 +26,7 @@ from stroke_helpers import locations
 from stroke_helpers.engine import device_name
 from stroke_helpers.phantom import PhantomConfig, generate_dataset
 from stroke_helpers.phantom.dataset import PHANTOM_VERSION
+from stroke_helpers.truth import read_config
 
 GOAL_S, GOAL_BYTES = 120, 2e9
 
@@ -46,7 +47,7 @@ def main(argv=None) -> dict:
         generate_dataset(out, args.train_cases, args.test_cases, 0, config, workers=args.workers, progress=False)
         seconds = time.perf_counter() - start
         size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-        territories = (out / "truth" / "config.csv").read_text().split("territories,", 1)[1].split("\n", 1)[0]
+        territories = read_config(out)["territories"]
         shutil.rmtree(out)
 
     result = {
