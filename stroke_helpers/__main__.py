@@ -1,4 +1,4 @@
-"""Command line: ``python -m stroke_helpers {train,cascade,evaluate,predict,baseline,realism,difficulty,reproduce,ship,readme,explore} ...``.
+"""Command line: ``python -m stroke_helpers {train,cascade,evaluate,predict,baseline,realism,difficulty,reproduce,replicate,ship,readme,explore} ...``.
 
 The same functions the notebooks call. Bad arguments and bad input print one line starting
 with ``error:`` and exit with status 2; ``--help`` on any command lists its options.
@@ -142,6 +142,15 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--no-progress", action="store_true")
     _run_args(r)
+    q = sub.add_parser(
+        "replicate", help="score the grid's single-map and All models on a second, independent phantom test draw"
+    )
+    q.add_argument("--results", help="a reproduce results folder (default: $STROKE_RESULTS, else results/cpu)")
+    q.add_argument("--draw", help="the draw's folder (default: beside the grid's dataset, <dataset>_replication)")
+    q.add_argument("--seed", type=at_least(0), help="the draw's seed (default: the dataset's + 1)")
+    q.add_argument("--cases", type=at_least(1), help="TESTING studies to draw (default: twice the dataset's)")
+    q.add_argument("--force", action="store_true", help="score again, and replace a draw of another seed or size")
+    q.add_argument("--no-progress", action="store_true")
     s = sub.add_parser("ship", help="write the small shipped checkpoint (MR+ATT All and its cascade) from a cpu run")
     s.add_argument("--results", help="a reproduce results folder (default: $STROKE_RESULTS, else results/cpu)")
     s.add_argument("--data", help="the dataset its runs were trained on (default: the one they name)")
@@ -388,6 +397,13 @@ def run(args) -> int | None:
         report_difficulty(args.data, args.out, args.table, args.folds, args.preset, not args.no_progress, args.force)
     elif args.command == "reproduce":
         reproduce(args)
+    elif args.command == "replicate":
+        from .difficulty import side_by_side
+        from .replication import held_out_tables, replicate
+
+        results = locations.results("cpu", args.results)
+        replicate(results, args.draw, args.seed, args.cases, args.force, not args.no_progress)
+        print(side_by_side(held_out_tables(results)))
     elif args.command == "ship":
         from .shipped import ship
 

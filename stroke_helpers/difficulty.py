@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from .cascade import folds_by_patient
 from .datasets import build_slices
 from .files import check_output, write_csv
-from .grid import TABLE1, column_name
+from .grid import ROWS, TABLE1, column_name, run_name
 from .inference import evaluate
 from .metrics import bootstrap_ci, paired_difference
 from .modalities import ALL
@@ -92,6 +92,22 @@ class Difficulty:
                 }
             )
         return rows
+
+
+def held_out(per_run: dict[str, dict[str, float]]) -> Difficulty:
+    """The same checks on held-out studies, from the grid's models: per column whose ``base``,
+    ``MR`` and ``MR+ATT`` runs were all scored (``per_run``: ``{run name: {study: Dice}}``), each
+    study's Dice averaged over the three, as the targets are stated (the mean over the paper's
+    three configurations). ``folds`` is 0: nothing is cross-validated."""
+    scores = {}
+    for column in COLUMNS:
+        runs = [per_run.get(run_name(row, column)) for row in ROWS]
+        if any(r is None for r in runs):
+            continue
+        if any(set(r) != set(runs[0]) for r in runs):
+            raise ValueError(f"{column_name(column)}: the base, MR and MR+ATT runs were scored on different studies")
+        scores[column_name(column)] = {s: sum(r[s] for r in runs) / len(runs) for s in runs[0]}
+    return Difficulty(scores, 0)
 
 
 def _scored(run: Path, config: TrainConfig) -> bool:
@@ -186,6 +202,27 @@ def markdown_table(rows: list[dict]) -> str:
         value = f"{r['value']:{sign}.3f} [{r['low']:{sign}.3f}, {r['high']:{sign}.3f}]"
         result = "" if r["passed"] is None else "pass" if r["passed"] else "FAIL"
         lines.append(f"| {r['quantity']} | {value} | {r['n']} | {r['target']} | {result} |")
+    return "\n".join(lines)
+
+
+def side_by_side(tables: dict[str, list[dict]]) -> str:
+    """Several test sets' :meth:`Difficulty.rows` as one Markdown table: one column per test set
+    (``{label: rows}``), each cell the mean [95 % interval] and pass or FAIL, then the target."""
+    quantities = list(dict.fromkeys(r["quantity"] for rows in tables.values() for r in rows))
+    found = {label: {r["quantity"]: r for r in rows} for label, rows in tables.items()}
+    lines = ["| quantity | " + " | ".join(tables) + " | target |", "|---" * (len(tables) + 2) + "|"]
+    for q in quantities:
+        sign = "+" if " - " in q else ""
+        cells, target = [], ""
+        for label in tables:
+            r = found[label].get(q)
+            if r is None:
+                cells.append("-")
+                continue
+            result = "" if r["passed"] is None else " pass" if r["passed"] else " **FAIL**"
+            cells.append(f"{r['value']:{sign}.3f} [{r['low']:{sign}.3f}, {r['high']:{sign}.3f}]{result}")
+            target = target or r["target"]
+        lines.append(f"| {q} | " + " | ".join(cells) + f" | {target} |")
     return "\n".join(lines)
 
 

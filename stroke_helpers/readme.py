@@ -28,8 +28,10 @@ import numpy as np
 
 from . import files, locations
 from .baseline import THRESHOLDS
+from .difficulty import side_by_side
 from .grid import ALL_RUN, ARCHITECTURE_ROWS, CASCADES, EXTRA_RUNS, MONAI_RUN, ROWS, TABLE1, TABLE2, run_name
 from .presets import get_preset
+from .replication import held_out_tables, read_replication
 from .report import (
     PAPER_CASCADE,
     PAPER_TABLE1,
@@ -286,6 +288,35 @@ def ncct_sentence(results: Path, split: str) -> str:
         f"{p['mean']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}], paired); the learned ones score {learned}{nothing}"
         + (f": {weak}." if weak else ".")
     )
+
+
+def difficulty_paragraphs(results: Path) -> tuple[str, str]:
+    """The learned-difficulty targets checked on held-out studies (:func:`held_out_tables`): a
+    paragraph saying what the columns are and which targets they miss, and the table; ``("", "")``
+    when ``results`` holds no TESTING scores of the single-map runs."""
+    tables = held_out_tables(results)
+    if not tables:
+        return "", ""
+    record = read_replication(results)
+    second = (
+        f" and a second, independent draw of {record['cases']} TESTING studies from the same phantom (seed "
+        f"{record['seed']}, made and scored by `python -m stroke_helpers replicate`), which shows what another "
+        "sample of patients changes"
+        if record is not None
+        else " (no second draw here: `python -m stroke_helpers replicate` makes and scores one)"
+    )
+    misses = []
+    for label, rows in tables.items():
+        failed = [f"{r['quantity'].removesuffix(' Dice')} ({r['value']:.3f})" for r in rows if r["passed"] is False]
+        where = "TESTING" if label.startswith("TESTING") else "the " + label.split(" (")[0]
+        misses.append(f"on {where}, {_list(failed) if failed else 'none'}")
+    verdict = "Targets missed: " + "; ".join(misses) + "."
+    text = (
+        "**Learned difficulty on held-out studies.** The learned-difficulty targets (cross-validated on TRAINING "
+        f"in the phantom section above) checked on studies no model saw: the TESTING studies{second}. Each "
+        f"study's Dice is the mean of its base, MR and MR+ATT models' (one seed each). {verdict}"
+    )
+    return text, side_by_side(tables)
 
 
 def cascade_sentence(results: Path, split: str) -> str:
@@ -558,6 +589,7 @@ def render_results(results: str | Path) -> str:
         table_markdown(results, TABLE1, PAPER_TABLE1, split=split),
         table_markdown(results, TABLE2, PAPER_TABLE2, split=split),
         ncct_sentence(results, split),
+        *difficulty_paragraphs(results),
         cascade_sentence(results, split),
         f"The paper's claims{beside} as paired per-study differences on the same {n} studies (a − b, mean "
         "[95 % CI]; forest plot in notebook 05):",

@@ -30,6 +30,8 @@ A **results folder** is what ``reproduce`` writes (:class:`ResultsFolder`)::
     RESULTS/figures/           the figure files
     RESULTS/notebooks/         the executed chapters
     RESULTS/timing.json        where the time went
+    RESULTS/replication.json   the single-map and All runs scored on a second, independent
+                               test draw of the phantom (stroke_helpers.replication)
 
 The shipped checkpoint (:mod:`stroke_helpers.shipped`) is a results folder too.
 
@@ -417,6 +419,11 @@ class ResultsFolder:
     @property
     def timing(self) -> Path:
         return self.path / "timing.json"
+
+    @property
+    def replication(self) -> Path:
+        """``replication.json``: the models' scores on a second test draw (:mod:`stroke_helpers.replication`)."""
+        return self.path / "replication.json"
 
 
 # --- files -------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ so every function that takes a results folder reads it unchanged. It holds:
   per-study scores, learning curve, configuration and split, so the chapters' tables, paired
   comparisons and learning curves show the committed run; the classical threshold methods'
   per-study scores (``thresholds/<method>``); the grid's ``timing.json`` (where the time went,
-  on which machine); and, in ``shipped.json``, the leak figures of chapter 04, which need the
+  on which machine); the models' scores on a second test draw (``replication.json``,
+  :mod:`stroke_helpers.replication`); and, in ``shipped.json``, the leak figures of chapter 04, which need the
   out-of-fold cascade's fold models.
 
 README's results section is rendered from it (:mod:`stroke_helpers.readme`).
@@ -195,10 +196,12 @@ def _halve(src: Path, dst: Path) -> None:
 
 def _copy_small_files(results: Path, out: Path) -> None:
     """Every run's configuration, split, learning curve and scores, the threshold methods'
-    scores and the grid's ``timing.json`` (when ``reproduce`` wrote one); no weights, no maps."""
+    scores, the grid's ``timing.json`` (when ``reproduce`` wrote one) and ``replication.json``
+    (when ``replicate`` wrote one); no weights, no maps."""
     folders = ResultsFolder(results)
     sources = [source for run in folders.runs() + folders.thresholds() for source in run.records()]
-    for source in sources + ([folders.timing] if folders.timing.is_file() else []):
+    extra = [f for f in (folders.timing, folders.replication) if f.is_file()]
+    for source in sources + extra:
         files.save_with(out / source.relative_to(results), partial(shutil.copy2, source), durable=False)
 
 
