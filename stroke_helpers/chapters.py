@@ -1212,6 +1212,38 @@ def seeds_takeaway(results: Path, split: str) -> str:
     return text + "."
 
 
+def replication_takeaway(tables: dict[str, list[dict]]) -> str:
+    """What a second draw of test patients changed (:func:`stroke_helpers.replication.held_out_tables`)."""
+    if not tables:
+        return "**Take-away.** These results hold no TESTING scores of the single-map models: nothing to compare."
+    if len(tables) < 2:
+        return (
+            "**Take-away.** This results folder holds no second draw: `python -m stroke_helpers replicate` "
+            "draws new test patients from the phantom and scores these models on them."
+        )
+    (a, rows_a), (b, rows_b) = list(tables.items())[:2]
+    means_b = {r["quantity"]: r["value"] for r in rows_b}
+    moves = {r["quantity"].removesuffix(" Dice"): means_b[r["quantity"]] - r["value"]
+             for r in rows_a if r["quantity"].endswith(" Dice") and r["quantity"] in means_b}  # fmt: skip
+    largest = max(moves, key=lambda k: abs(moves[k]))
+    failed = {
+        label: [r["quantity"].removesuffix(" Dice") for r in rows if r["passed"] is False]
+        for label, rows in tables.items()
+    }
+    both = [q for q in failed[a] if q in failed[b]]
+    verdict = (
+        f"{_list(both)} {'misses its target' if len(both) == 1 else 'miss their targets'} on both: not the luck of one draw"
+        if both
+        else "No target is missed on both test sets"
+    )
+    return (
+        f"**Take-away.** The same models on other patients: from {a} to the {b}, the largest change of a map's mean "
+        f"Dice is {largest}'s, {moves[largest]:+.3f}. {verdict}. A difference between two "
+        "test sets is a property of the patients drawn, which real data rarely lets you measure: here it is one "
+        "command."
+    )
+
+
 def decision_threshold_takeaway(thresholds: np.ndarray, dice_curve: np.ndarray) -> str:
     best = float(thresholds[int(np.argmax(dice_curve))])
     at_half = float(dice_curve[int(np.argmin(np.abs(thresholds - 0.5)))])

@@ -579,6 +579,35 @@ def forest_plot(comparisons: list[dict], title: str = ""):
     return fig
 
 
+def held_out_plot(tables: dict[str, list[dict]], title: str = ""):
+    """The learned-difficulty checks on several test sets (``{label: rows}``,
+    :func:`stroke_helpers.difficulty.held_out`): per map, each set's mean Dice with its 95 %
+    interval, side by side, over the map's target range (shaded)."""
+    quantities = [
+        q for q in dict.fromkeys(r["quantity"] for rows in tables.values() for r in rows) if q.endswith(" Dice")
+    ]
+    found = {label: {r["quantity"]: r for r in rows} for label, rows in tables.items()}
+    fig, ax = subplots(figsize=(7.5, 3.2))
+    width = 0.7 / max(len(tables), 1)
+    for i, q in enumerate(quantities):
+        target = next((found[label][q]["target"] for label in tables if q in found[label]), "")
+        if target:
+            lo, hi = (float(v) for v in target.split(" - "))
+            ax.fill_between([i - 0.42, i + 0.42], lo, hi, color="0.9", lw=0)
+        for j, label in enumerate(tables):
+            r = found[label].get(q)
+            if r is None:
+                continue
+            x = i - 0.35 + width * (j + 0.5)
+            ax.plot([x, x], [r["low"], r["high"]], color=f"C{j}", lw=2)
+            ax.plot(x, r["value"], "o", color=f"C{j}", label=label if i == 0 else None)
+    ax.set_xticks(range(len(quantities)), [q.removesuffix(" Dice") for q in quantities])
+    ax.set_ylabel("mean Dice, 95 % bootstrap interval")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title + ("; " if title else "") + "grey: the target range", fontsize=9)
+    return fig
+
+
 # --- live views: a figure drawn once, then updated in place (widgets and the explorer app) --------
 
 

@@ -120,3 +120,21 @@ def test_ship_copies_the_replication_and_readme_renders_it(tmp_path, grid_copy):
     assert "on the second draw, none" in text  # MTT 0.55 is in its range, All 0.1 above it
     assert "| second draw (2 studies, seed 3) |" in table.splitlines()[0]
     assert ALL_RUN in scored_runs(results)
+
+
+def test_the_chapter_names_the_largest_change_and_a_miss_on_both_sets():
+    from stroke_helpers import chapters, figures
+
+    first = held_out(per_run({"CBF": dict.fromkeys(ROWS, 0.55), "MTT": dict.fromkeys(ROWS, 0.40)})).rows()
+    second = held_out(per_run({"CBF": dict.fromkeys(ROWS, 0.50), "MTT": dict.fromkeys(ROWS, 0.41)})).rows()
+    text = chapters.replication_takeaway({"TESTING (2 studies)": first, "second draw (2 studies, seed 1)": second})
+    assert "the largest change of a map's mean Dice is CBF's, -0.050" in text
+    assert "MTT misses its target on both: not the luck of one draw" in text  # means 0.45 and 0.46
+    fine = held_out(per_run({"CBF": dict.fromkeys(ROWS, 0.55)})).rows()
+    assert "No target is missed on both" in chapters.replication_takeaway({"a": fine, "b": first})
+    assert "replicate" in chapters.replication_takeaway({"TESTING (2 studies)": first})
+    fig = figures.held_out_plot({"a": first, "b": second})
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["CBF", "MTT"]
+    assert len(ax.collections) == 2  # one shaded target range per map
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
