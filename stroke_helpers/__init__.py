@@ -28,7 +28,7 @@ One job per module, in the order data flows through them:
 - :mod:`stroke_helpers.inference`  a trained run applied to studies: predict, evaluate at native resolution
 - :mod:`stroke_helpers.grid`       the experiment grid behind Tables 1 and 2, and the two cascades
 - :mod:`stroke_helpers.difficulty` how hard each map is to learn: single-map models cross-validated over TRAINING
-- :mod:`stroke_helpers.replication` the grid's models scored on a second, independent test draw of the phantom
+- :mod:`stroke_helpers.replication` the grid's models scored on a draw of new TESTING studies from the phantom
 - :mod:`stroke_helpers.shipped`    the small trained ``cpu`` checkpoint the chapters read when the grid has not run
 - :mod:`stroke_helpers.report`     every results table, built once from the runs' metrics
 - :mod:`stroke_helpers.readme`     README's generated blocks: its results section, rendered from a results folder

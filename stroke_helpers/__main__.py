@@ -143,7 +143,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true")
     _run_args(r)
     q = sub.add_parser(
-        "replicate", help="score the grid's single-map and All models on a second, independent phantom test draw"
+        "replicate", help="score the grid's single-map and All models on a draw of new TESTING studies from the phantom"
     )
     q.add_argument("--results", help="a reproduce results folder (default: $STROKE_RESULTS, else results/cpu)")
     q.add_argument("--draw", help="the draw's folder (default: beside the grid's dataset, <dataset>_replication)")
@@ -399,11 +399,11 @@ def run(args) -> int | None:
         reproduce(args)
     elif args.command == "replicate":
         from .difficulty import side_by_side
-        from .replication import held_out_tables, replicate
+        from .replication import checks_on_test_sets, labelled, replicate
 
         results = locations.results("cpu", args.results)
         replicate(results, args.draw, args.seed, args.cases, args.force, not args.no_progress)
-        print(side_by_side(held_out_tables(results)))
+        print(side_by_side(labelled(checks_on_test_sets(results))))
     elif args.command == "ship":
         from .shipped import ship
 

@@ -1212,35 +1212,37 @@ def seeds_takeaway(results: Path, split: str) -> str:
     return text + "."
 
 
-def replication_takeaway(tables: dict[str, list[dict]]) -> str:
-    """What a second draw of test patients changed (:func:`stroke_helpers.replication.held_out_tables`)."""
-    if not tables:
+def draw_takeaway(tables: dict[str, dict]) -> str:
+    """What the draw changed against TESTING (:func:`stroke_helpers.replication.checks_on_test_sets`)."""
+    if "TESTING" not in tables:
         return "**Take-away.** These results hold no TESTING scores of the single-map models: nothing to compare."
-    if len(tables) < 2:
+    if "draw" not in tables:
         return (
-            "**Take-away.** This results folder holds no second draw: `python -m stroke_helpers replicate` "
-            "draws new test patients from the phantom and scores these models on them."
+            "**Take-away.** This results folder holds no draw: `python -m stroke_helpers replicate` draws new "
+            "TESTING studies from the phantom and scores these models on them."
         )
-    (a, rows_a), (b, rows_b) = list(tables.items())[:2]
-    means_b = {r["quantity"]: r["value"] for r in rows_b}
-    moves = {r["quantity"].removesuffix(" Dice"): means_b[r["quantity"]] - r["value"]
-             for r in rows_a if r["quantity"].endswith(" Dice") and r["quantity"] in means_b}  # fmt: skip
-    largest = max(moves, key=lambda k: abs(moves[k]))
-    failed = {
-        label: [r["quantity"].removesuffix(" Dice") for r in rows if r["passed"] is False]
-        for label, rows in tables.items()
-    }
-    both = [q for q in failed[a] if q in failed[b]]
+    testing, draw = ({r["quantity"]: r for r in tables[k]["rows"]} for k in ("TESTING", "draw"))
+    moves = {q.removesuffix(" Dice"): draw[q]["value"] - r["value"]
+             for q, r in testing.items() if q.endswith(" Dice") and q in draw}  # fmt: skip
+    change = ""
+    if moves:
+        largest = max(moves, key=lambda k: abs(moves[k]))
+        change = f"the largest change of a mean Dice is {largest}'s, {moves[largest]:+.3f}. "
+    both = [
+        q.removesuffix(" Dice")
+        for q, r in testing.items()
+        if r["passed"] is False and draw.get(q, {}).get("passed") is False
+    ]
     verdict = (
-        f"{_list(both)} {'misses its target' if len(both) == 1 else 'miss their targets'} on both: not the luck of one draw"
+        f"{_list(both)} {'misses its target' if len(both) == 1 else 'miss their targets'} on both test sets: not "
+        "because of one draw's studies (the models are one seed each; the seeds section shows what a seed moves)"
         if both
         else "No target is missed on both test sets"
     )
     return (
-        f"**Take-away.** The same models on other patients: from {a} to the {b}, the largest change of a map's mean "
-        f"Dice is {largest}'s, {moves[largest]:+.3f}. {verdict}. A difference between two "
-        "test sets is a property of the patients drawn, which real data rarely lets you measure: here it is one "
-        "command."
+        f"**Take-away.** The same models on other studies: from {tables['TESTING']['label']} to the "
+        f"{tables['draw']['label']}, {change}{verdict}. A difference between two test sets is a property of the "
+        "studies drawn, which real data rarely lets you measure: here it is one command."
     )
 
 

@@ -579,9 +579,9 @@ def forest_plot(comparisons: list[dict], title: str = ""):
     return fig
 
 
-def held_out_plot(tables: dict[str, list[dict]], title: str = ""):
+def test_sets_plot(tables: dict[str, list[dict]], title: str = ""):
     """The learned-difficulty checks on several test sets (``{label: rows}``,
-    :func:`stroke_helpers.difficulty.held_out`): per map, each set's mean Dice with its 95 %
+    :func:`stroke_helpers.difficulty.on_test_sets`): per input, each set's mean Dice with its 95 %
     interval, side by side, over the map's target range (shaded)."""
     quantities = [
         q for q in dict.fromkeys(r["quantity"] for rows in tables.values() for r in rows) if q.endswith(" Dice")
@@ -600,7 +600,8 @@ def held_out_plot(tables: dict[str, list[dict]], title: str = ""):
                 continue
             x = i - 0.35 + width * (j + 0.5)
             ax.plot([x, x], [r["low"], r["high"]], color=f"C{j}", lw=2)
-            ax.plot(x, r["value"], "o", color=f"C{j}", label=label if i == 0 else None)
+            shown = label in ax.get_legend_handles_labels()[1]
+            ax.plot(x, r["value"], "o", color=f"C{j}", label=None if shown else label)
     ax.set_xticks(range(len(quantities)), [q.removesuffix(" Dice") for q in quantities])
     ax.set_ylabel("mean Dice, 95 % bootstrap interval")
     ax.legend(fontsize=8, loc="lower right")

@@ -31,7 +31,7 @@ from .baseline import THRESHOLDS
 from .difficulty import side_by_side
 from .grid import ALL_RUN, ARCHITECTURE_ROWS, CASCADES, EXTRA_RUNS, MONAI_RUN, ROWS, TABLE1, TABLE2, run_name
 from .presets import get_preset
-from .replication import held_out_tables, read_replication
+from .replication import checks_on_test_sets, labelled
 from .report import (
     PAPER_CASCADE,
     PAPER_TABLE1,
@@ -51,7 +51,7 @@ from .report import (
     table_markdown,
     trained_runs,
 )
-from .runs import ResultsFolder, RunError, load_config, read_cascade, read_history, read_json
+from .runs import ResultsFolder, RunError, load_config, read_cascade, read_history, read_json, read_replication
 from .shipped import data_settings, is_shipped, manifest, recorded_leakage
 
 BLOCKS = ("results", "shipped")
@@ -291,32 +291,32 @@ def ncct_sentence(results: Path, split: str) -> str:
 
 
 def difficulty_paragraphs(results: Path) -> tuple[str, str]:
-    """The learned-difficulty targets checked on held-out studies (:func:`held_out_tables`): a
+    """The learned-difficulty targets checked on the test sets (:func:`checks_on_test_sets`): a
     paragraph saying what the columns are and which targets they miss, and the table; ``("", "")``
     when ``results`` holds no TESTING scores of the single-map runs."""
-    tables = held_out_tables(results)
+    tables = checks_on_test_sets(results)
     if not tables:
         return "", ""
     record = read_replication(results)
-    second = (
-        f" and a second, independent draw of {record['cases']} TESTING studies from the same phantom (seed "
-        f"{record['seed']}, made and scored by `python -m stroke_helpers replicate`), which shows what another "
-        "sample of patients changes"
+    draw = (
+        f" and a draw of {record['cases']} more TESTING studies from the same phantom with another seed "
+        f"({record['seed']}; made and scored by `python -m stroke_helpers replicate`), which shows what another "
+        "sample of studies changes"
         if record is not None
-        else " (no second draw here: `python -m stroke_helpers replicate` makes and scores one)"
+        else " (no draw here: `python -m stroke_helpers replicate` makes and scores one)"
     )
     misses = []
-    for label, rows in tables.items():
-        failed = [f"{r['quantity'].removesuffix(' Dice')} ({r['value']:.3f})" for r in rows if r["passed"] is False]
-        where = "TESTING" if label.startswith("TESTING") else "the " + label.split(" (")[0]
-        misses.append(f"on {where}, {_list(failed) if failed else 'none'}")
-    verdict = "Targets missed: " + "; ".join(misses) + "."
+    for key, table in tables.items():
+        failed = [
+            f"{r['quantity'].removesuffix(' Dice')} ({r['value']:.3f})" for r in table["rows"] if r["passed"] is False
+        ]
+        misses.append(f"on {'TESTING' if key == 'TESTING' else 'the draw'}, {_list(failed) if failed else 'none'}")
     text = (
-        "**Learned difficulty on held-out studies.** The learned-difficulty targets (cross-validated on TRAINING "
-        f"in the phantom section above) checked on studies no model saw: the TESTING studies{second}. Each "
-        f"study's Dice is the mean of its base, MR and MR+ATT models' (one seed each). {verdict}"
+        "**Learned difficulty on the test sets.** The learned-difficulty targets (cross-validated on TRAINING in "
+        f"the phantom section above) checked on studies no model saw: the TESTING split{draw}. Each study's Dice "
+        f"is the mean of its base, MR and MR+ATT models' (one seed each). Targets missed: {'; '.join(misses)}."
     )
-    return text, side_by_side(tables)
+    return text, side_by_side(labelled(tables))
 
 
 def cascade_sentence(results: Path, split: str) -> str:

@@ -30,8 +30,8 @@ A **results folder** is what ``reproduce`` writes (:class:`ResultsFolder`)::
     RESULTS/figures/           the figure files
     RESULTS/notebooks/         the executed chapters
     RESULTS/timing.json        where the time went
-    RESULTS/replication.json   the single-map and All runs scored on a second, independent
-                               test draw of the phantom (stroke_helpers.replication)
+    RESULTS/replication.json   the single-map and All runs scored on a draw of new TESTING
+                               studies from the phantom (stroke_helpers.replication)
 
 The shipped checkpoint (:mod:`stroke_helpers.shipped`) is a results folder too.
 
@@ -422,7 +422,7 @@ class ResultsFolder:
 
     @property
     def replication(self) -> Path:
-        """``replication.json``: the models' scores on a second test draw (:mod:`stroke_helpers.replication`)."""
+        """``replication.json``: the models' scores on a draw of new TESTING studies (:mod:`stroke_helpers.replication`)."""
         return self.path / "replication.json"
 
 
@@ -830,6 +830,24 @@ def has_weights(run_dir: str | Path) -> bool:
 
 #: The description file of the shipped checkpoint (:mod:`stroke_helpers.shipped`).
 SHIPPED_MANIFEST = "shipped.json"
+
+
+def read_replication(results: str | os.PathLike) -> dict | None:
+    """What ``replicate`` (:mod:`stroke_helpers.replication`) wrote in ``results`` (checked), or None when it has none."""
+    path = ResultsFolder(results).replication
+    if not path.is_file():
+        return None
+    record = read_json(path, "the replication's scores")
+    dice, runs = record.get("dice"), record.get("runs")
+    ok = isinstance(dice, dict) and all(
+        isinstance(per, dict) and all(isinstance(v, (int, float)) for v in per.values()) for per in dice.values()
+    )
+    ok = ok and isinstance(runs, dict) and set(runs) == set(dice)
+    if not ok or not isinstance(record.get("cases"), int) or not isinstance(record.get("seed"), int):
+        raise RunError(
+            f"{path}: not a replication record (needs seed, cases, runs and dice: {{run: {{study: number}}}})"
+        )
+    return record
 
 
 def in_shipped_checkpoint(path: str | Path) -> bool:

@@ -9,7 +9,7 @@ so every function that takes a results folder reads it unchanged. It holds:
   per-study scores, learning curve, configuration and split, so the chapters' tables, paired
   comparisons and learning curves show the committed run; the classical threshold methods'
   per-study scores (``thresholds/<method>``); the grid's ``timing.json`` (where the time went,
-  on which machine); the models' scores on a second test draw (``replication.json``,
+  on which machine); the models' scores on a draw of new TESTING studies (``replication.json``,
   :mod:`stroke_helpers.replication`); and, in ``shipped.json``, the leak figures of chapter 04, which need the
   out-of-fold cascade's fold models.
 
@@ -43,7 +43,7 @@ from .engine import autocast_dtype
 from .grid import ALL_RUN, CASCADES
 from .inference import evaluate
 from .runs import SHIPPED_MANIFEST as MANIFEST
-from .runs import ResultsFolder, RunError, load_checkpoint, load_config, read_json, read_metrics
+from .runs import ResultsFolder, RunError, load_checkpoint, load_config, read_json, read_metrics, read_replication
 from .truth import has_test_truth, has_truth, read_cases, read_config
 
 WEIGHTS = (ALL_RUN, "cascade")  # the runs whose weights ship; the cascade's stage 1 is ALL_RUN
@@ -227,6 +227,20 @@ def _rescore(results: Path, out: Path, data: Path, progress: bool) -> dict:
     return scores
 
 
+def _rescore_draw(out: Path, progress: bool) -> None:
+    """The halved models' scores on the draw (:mod:`stroke_helpers.replication`), written over the
+    copied record's, so both test sets score the same weights; the draw must still be there."""
+    record = read_replication(out)
+    if record is None:
+        return
+    for name in (n for n in WEIGHTS if n in record["dice"]):
+        if not Path(record["draw"], "TESTING").is_dir():
+            raise RunError(f"{record['draw']}: the draw that replication.json names is not here; run replicate again")
+        halved = evaluate(ResultsFolder(out).run(name).path, "test", "cpu", progress, data=record["draw"], write=False)
+        record["dice"][name] = {r["study"]: r["dice"] for r in halved["studies"]}
+    files.write_json(record, ResultsFolder(out).replication, durable=False)
+
+
 def ship(
     results: str | Path,
     out: str | Path | None = None,
@@ -296,4 +310,5 @@ def _build(results: Path, out: Path, tmp: Path, repository: Path, data: str | Pa
             for c in CASCADES
         },
     }
+    _rescore_draw(tmp, progress)
     files.write_json(described, tmp / MANIFEST, durable=False)
