@@ -291,6 +291,7 @@ AFTER_INTERRUPT = {
     "reproduce": "run the same reproduce command again: it skips what is finished and resumes the interrupted run",
     "ship": "run the same ship command again: it starts over",
     "difficulty": "run the same difficulty command again: it keeps the folds already scored and trains the interrupted one again",
+    "replicate": "run the same replicate command again: a finished draw is reused, an unfinished one drawn again",
 }
 
 
