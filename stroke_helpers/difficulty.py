@@ -201,11 +201,18 @@ def markdown_table(rows: list[dict]) -> str:
     ``docs/scorecard/difficulty.csv`` (a test keeps them equal)."""
     lines = ["| quantity | mean [95 % interval] | studies | target | result |", "|---|---|---|---|---|"]
     for r in rows:
-        sign = "+" if " - " in r["quantity"] else ""
-        value = f"{r['value']:{sign}.3f} [{r['low']:{sign}.3f}, {r['high']:{sign}.3f}]"
-        result = "" if r["passed"] is None else "pass" if r["passed"] else "FAIL"
-        lines.append(f"| {r['quantity']} | {value} | {r['n']} | {r['target']} | {result} |")
+        lines.append(f"| {r['quantity']} | {_interval(r)} | {r['n']} | {r['target']} | {_result(r)} |")
     return "\n".join(lines)
+
+
+def _interval(row: dict) -> str:
+    """``mean [low, high]`` of a row, signed for a paired difference."""
+    sign = "+" if " - " in row["quantity"] else ""
+    return f"{row['value']:{sign}.3f} [{row['low']:{sign}.3f}, {row['high']:{sign}.3f}]"
+
+
+def _result(row: dict) -> str:
+    return "" if row["passed"] is None else "pass" if row["passed"] else "FAIL"
 
 
 def side_by_side(tables: dict[str, list[dict]]) -> str:
@@ -215,15 +222,14 @@ def side_by_side(tables: dict[str, list[dict]]) -> str:
     found = {label: {r["quantity"]: r for r in rows} for label, rows in tables.items()}
     lines = ["| quantity | " + " | ".join(tables) + " | target |", "|---" * (len(tables) + 2) + "|"]
     for q in quantities:
-        sign = "+" if " - " in q else ""
         cells, target = [], ""
         for label in tables:
             r = found[label].get(q)
             if r is None:
                 cells.append("-")
                 continue
-            result = "" if r["passed"] is None else " pass" if r["passed"] else " **FAIL**"
-            cells.append(f"{r['value']:{sign}.3f} [{r['low']:{sign}.3f}, {r['high']:{sign}.3f}]{result}")
+            result = {"": "", "pass": " pass", "FAIL": " **FAIL**"}[_result(r)]
+            cells.append(_interval(r) + result)
             target = target or r["target"]
         lines.append(f"| {q} | " + " | ".join(cells) + f" | {target} |")
     return "\n".join(lines)
