@@ -51,7 +51,7 @@ from .report import (
     table_markdown,
     trained_runs,
 )
-from .runs import ResultsFolder, RunError, load_config, read_cascade, read_history, read_json, read_replication
+from .runs import ResultsFolder, RunError, load_config, read_cascade, read_history, read_json
 from .shipped import data_settings, is_shipped, manifest, recorded_leakage
 
 BLOCKS = ("results", "shipped")
@@ -297,7 +297,7 @@ def difficulty_paragraphs(results: Path) -> tuple[str, str]:
     tables = checks_on_test_sets(results)
     if not tables:
         return "", ""
-    record = read_replication(results)
+    record = tables.get("draw")
     draw = (
         f" and a draw of {record['cases']} more TESTING studies from the same phantom with another seed "
         f"({record['seed']}; made and scored by `python -m stroke_helpers replicate`), which shows what another "

@@ -33,12 +33,15 @@ from .inference import evaluate
 from .phantom import PhantomConfig, generate_dataset
 from .phantom.dataset import PHANTOM_VERSION
 from .phantom.territories import find_atlas
-from .runs import ResultsFolder, RunError, in_shipped_checkpoint, load_config, read_metrics, read_replication
+from .report import per_study
+from .runs import ResultsFolder, RunError, in_shipped_checkpoint, load_config, read_replication
 from .shipped import data_settings
 from .truth import CONFIG_FILE, TRUTH, read_config
 
 #: The settings a draw may differ in from the grid's dataset: which studies, how many.
 DRAW_SETTINGS = ("seed", "train_cases", "test_cases")
+#: The grid's runs a replication scores: each row of each single map and of All.
+GRID_RUNS = tuple(run_name(row, column) for column in COLUMNS for row in ROWS)
 
 
 def _phantom_config(data: Path) -> PhantomConfig:
@@ -83,11 +86,8 @@ def _differs(draw: Path, data: Path) -> str:
 
 
 def scored_runs(results: str | os.PathLike) -> list[str]:
-    """The grid's runs a replication scores that ``results`` holds with weights: each row of each
-    single map and of All (:data:`stroke_helpers.difficulty.COLUMNS`)."""
-    folders = ResultsFolder(results)
-    names = [run_name(row, column) for column in COLUMNS for row in ROWS]
-    return [n for n in names if folders.run(n).best.is_file()]
+    """The runs of :data:`GRID_RUNS` that ``results`` holds with weights."""
+    return [n for n in GRID_RUNS if ResultsFolder(results).run(n).best.is_file()]
 
 
 def run_fingerprint(results: str | os.PathLike, name: str) -> str:
@@ -197,15 +197,11 @@ def replicate(
 def checks_on_test_sets(results: str | os.PathLike) -> dict[str, dict]:
     """The learned-difficulty checks on the grid's test sets: ``{"TESTING": ..., "draw": ...}``,
     each ``{"label", "rows"}`` (:meth:`~stroke_helpers.difficulty.Difficulty.rows`), the draw's
-    when ``results`` holds a replication. A replication of runs trained again since is refused in
-    one line (its models are not these)."""
+    with its ``seed`` and ``cases`` too, when ``results`` holds a replication. A replication of
+    runs trained again since is refused in one line (its models are not these)."""
     folders = ResultsFolder(results)
-    names = [run_name(row, column) for column in COLUMNS for row in ROWS]
-    testing = {
-        n: {r["study"]: r["dice"] for r in read_metrics(folders.run(n).metrics("test"))["studies"]}
-        for n in names
-        if folders.run(n).metrics("test").is_file()
-    }
+    scored = {n: per_study(folders.path, n, split="test") for n in GRID_RUNS}
+    testing = {n: per for n, per in scored.items() if per is not None}
     tables = {}
     rows = on_test_sets(testing, f"{folders.path}/runs/*/metrics_test.json").rows()
     if rows:
@@ -221,7 +217,8 @@ def checks_on_test_sets(results: str | os.PathLike) -> dict[str, dict]:
             )
         rows = on_test_sets(record["dice"], str(folders.replication)).rows()
         if rows:
-            tables["draw"] = {"label": f"draw ({record['cases']} studies, seed {record['seed']})", "rows": rows}
+            label = f"draw ({record['cases']} studies, seed {record['seed']})"
+            tables["draw"] = {"label": label, "rows": rows, "seed": record["seed"], "cases": record["cases"]}
     return tables
 
 
