@@ -316,6 +316,8 @@ def difficulty_paragraphs(results: Path) -> tuple[str, str]:
         f"the phantom section above) checked on studies no model saw: the TESTING split{draw}. Each study's Dice "
         f"is the mean of its base, MR and MR+ATT models' (one seed each). Targets missed: {'; '.join(misses)}."
     )
+    if any(r["quantity"] == "MTT Dice" and r["passed"] is False for t in tables.values() for r in t["rows"]):
+        text += " Why MTT misses: its measured value is squeezed (docs/decisions.md §6, item 8)."
     return text, side_by_side(labelled(tables))
 
 

@@ -79,6 +79,8 @@ TISSUE = {
 }
 
 
+#: Frames per series, 1 s apart (drawn per patient; ISLES 2018's series have 43-64).
+FRAMES = (43, 60)
 #: SD of the extra patchiness of perfusion in the severe penumbra and the core (smooth over ~4 mm).
 ISCHAEMIC_TEXTURE = 0.25
 #: SD (mm, per in-plane axis) of the OT's registration error (:func:`registration_error`).
@@ -241,7 +243,7 @@ def vessels(rng, anat: dict, healthy: int) -> tuple[np.ndarray, np.ndarray]:
 
 def bolus(rng, config: PhantomConfig) -> dict:
     """Frame times, the fine grid and the seeded gamma-variate AIF of one patient."""
-    n_frames = int(rng.integers(43, 61))
+    n_frames = int(rng.integers(FRAMES[0], FRAMES[1] + 1))
     t_fine = np.arange(0, n_frames + 20, config.fine_step)
     params = {
         "t0": rng.uniform(3, 8),
