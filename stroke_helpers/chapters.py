@@ -37,6 +37,7 @@ from .metrics import dice
 from .modalities import MODALITIES, PERFUSION_MAPS, channel_index, modality
 from .perfusion import core_rcbf, hypoperfusion_tmax, reference_hemisphere, relative_cbf, select_aif, tissue_mask
 from .phantom.anatomy import SLICE_MM
+from .phantom.series import FRAMES
 from .presets import get_preset
 from .realism import realism_panels
 from .runs import (
@@ -767,7 +768,10 @@ def deconvolution_takeaway(medians: dict) -> str:
             f"so `rCBF < 30 %` finds {more} core than there is;"
         )
         lines.append(
-            f"- **MTT in the core** comes out {dm:.1f} s against a true {tm:.1f} s: a ratio of two small, noisy numbers;"
+            f"- **MTT in the core** comes out {dm:.1f} s against a true {tm:.1f} s: a ratio of two small, noisy numbers, "
+            f"from a late, long curve that can outlast the {FRAMES[0]}–{FRAMES[1]} s acquisition (CBV then loses its "
+            "tail). Measured MTT is squeezed, which is why this phantom's MTT models lag in chapter 05 "
+            "(docs/decisions.md §6, item 8);"
         )
     lines.append(
         f"- **healthy Tmax** reads {dt:.1f} s against a true delay of {tt:.1f} s: truncation smooths the residue's "

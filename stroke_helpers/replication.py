@@ -31,7 +31,7 @@ from .difficulty import COLUMNS, on_test_sets
 from .grid import ROWS, run_name
 from .inference import evaluate
 from .phantom import PhantomConfig, generate_dataset
-from .phantom.dataset import PHANTOM_VERSION
+from .phantom.dataset import PHANTOM_VERSION, not_written_here
 from .phantom.territories import find_atlas
 from .report import per_study
 from .runs import ResultsFolder, RunError, in_shipped_checkpoint, load_config, read_replication
@@ -134,6 +134,12 @@ def _prepare_draw(draw: Path, data: Path, seed: int, cases: int, force: bool, pr
             hint = "pass --force to replace it or " if is_draw else ""
             raise FileExistsError(
                 f"{draw}: not a draw of seed {seed} and {cases} studies ({why}); {hint}choose another --draw"
+            )
+        foreign = not_written_here(draw)
+        if foreign:
+            raise FileExistsError(
+                f"{draw}: a draw, but {foreign}; --force replaces only what the phantom wrote: "
+                "move them or choose another --draw"
             )
     print(f"drawing {cases} TESTING studies, seed {seed}, into {draw}", flush=True)
     generate_dataset(draw, 0, cases, seed, _phantom_config(data), force=force, progress=progress)

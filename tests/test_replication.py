@@ -141,6 +141,11 @@ def test_replicate_draws_from_the_same_phantom_scores_and_keeps(grid_copy, phant
     with pytest.raises(FileExistsError, match=r"draw: not a draw of seed \d+ and 3 studies \(another seed or size\)"):
         replicate(grid_copy, draw, cases=3, progress=False)
     assert data_settings(draw)["test_cases"] == "2"  # kept
+    (draw / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"draw: a draw, but it also holds notes.txt; .* choose another --draw"):
+        replicate(grid_copy, draw, cases=3, force=True, progress=False)
+    assert (draw / "notes.txt").read_text() == "mine" and data_settings(draw)["test_cases"] == "2"
+    (draw / "notes.txt").unlink()
     replicate(grid_copy, draw, cases=3, force=True, progress=False)  # a draw, so --force replaces it
     assert data_settings(draw)["test_cases"] == "3"
 
