@@ -120,6 +120,29 @@ def check_voxel_noise(study: Study, answer_hu: float) -> bool:
     )
 
 
+def check_short_acquisition_mtt(study: Study, answer: str, frames: int = 35) -> bool:
+    """Chapter 1, exercise 6: recomputed from the series' first ``frames`` frames only, is MTT
+    ``"lower"`` or ``"higher"`` where the bolus arrives late (Tmax > 10 s, the severe zone),
+    relative to normal tissue (Tmax < 4 s), than from the whole series? Lower: a late, long curve
+    outlasts the shorter acquisition, so CBV loses its tail and MTT = CBV / CBF shrinks
+    (docs/decisions.md §6, "Why MTT misses its range")."""
+    series, brain = study.pwi.astype(np.float32), brain_mask(study)
+    tissue = tissue_mask(study.CT, brain)
+    late, normal = tissue & (study.Tmax > 10), tissue & (study.Tmax < 4)
+    ratio = {}
+    for n in (series.shape[-1], frames):
+        cut = series[..., :n]
+        mtt = compute_maps(cut, study.pwi_time_step, brain, aif=select_aif(cut, brain)[0])[0].MTT
+        ratio[n] = np.median(mtt[late]) / np.median(mtt[normal])
+    whole, short = ratio[series.shape[-1]], ratio[frames]
+    right = "lower" if short < whole else "higher"
+    why = (
+        f"late / normal MTT is {short:.2f} from the first {frames} frames and {whole:.2f} from all "
+        f"{series.shape[-1]}: the late curves outlast the short acquisition, and CBV loses their tail"
+    )
+    return _say(_direction(answer) == right, why)
+
+
 # --- chapter 2 -------------------------------------------------------------------------------------
 
 

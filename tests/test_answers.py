@@ -48,6 +48,9 @@ def test_chapter1_checks(phantom_root, study, capsys):
     assert answers.check_plain_svd_in_delayed_tissue(study, "lower")
     assert answers.check_plain_svd_in_delayed_tissue(study, "Lower.")
     assert not answers.check_plain_svd_in_delayed_tissue(study, "higher")
+    # a shorter acquisition cuts the late curves' tails: CBV, and so MTT, falls where the bolus is late
+    assert answers.check_short_acquisition_mtt(study, "lower")
+    assert not answers.check_short_acquisition_mtt(study, "higher")
     share = float(
         chapters.truth_regions(phantom_root, study, chapters.lesion_slice(study))[1].split("; ")[-1].split(" %")[0]
     )
