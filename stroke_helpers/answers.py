@@ -129,6 +129,10 @@ def check_short_acquisition_mtt(study: Study, answer: str, frames: int = 35) -> 
     series, brain = study.pwi.astype(np.float32), brain_mask(study)
     tissue = tissue_mask(study.CT, brain)
     late, normal = tissue & (study.Tmax > 10), tissue & (study.Tmax < 4)
+    if not frames < series.shape[-1]:
+        raise ValueError(f"{study.name}: its series has {series.shape[-1]} frames; cut it to fewer, not {frames}")
+    if not late.any():
+        raise ValueError(f"{study.name}: no tissue with Tmax > 10 s to measure; take a study with a larger lesion")
     ratio = {}
     for n in (series.shape[-1], frames):
         cut = series[..., :n]

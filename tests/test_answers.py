@@ -51,6 +51,8 @@ def test_chapter1_checks(phantom_root, study, capsys):
     # a shorter acquisition cuts the late curves' tails: CBV, and so MTT, falls where the bolus is late
     assert answers.check_short_acquisition_mtt(study, "lower")
     assert not answers.check_short_acquisition_mtt(study, "higher")
+    with pytest.raises(ValueError, match=f"its series has {study.pwi.shape[-1]} frames; cut it to fewer"):
+        answers.check_short_acquisition_mtt(study, "lower", frames=study.pwi.shape[-1])
     share = float(
         chapters.truth_regions(phantom_root, study, chapters.lesion_slice(study))[1].split("; ")[-1].split(" %")[0]
     )
