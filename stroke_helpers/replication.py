@@ -143,8 +143,9 @@ def _prepare_draw(draw: Path, data: Path, seed: int, cases: int, force: bool, pr
             )
     print(f"drawing {cases} TESTING studies, seed {seed}, into {draw}", flush=True)
     generate_dataset(draw, 0, cases, seed, _phantom_config(data), force=force, progress=progress)
-    if _differs(draw, data):
-        raise RunError(f"{draw}: {_differs(draw, data)}; it is not scored")
+    differs = _differs(draw, data)
+    if differs:
+        raise RunError(f"{draw}: {differs}; it is not scored")
 
 
 def replicate(

@@ -1,6 +1,8 @@
 """The exercise checks: each accepts the right answer, refuses a wrong one and says why."""
 
+import inspect
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,6 +55,13 @@ def test_chapter1_checks(phantom_root, study, capsys):
     assert not answers.check_short_acquisition_mtt(study, "higher")
     with pytest.raises(ValueError, match=f"its series has {study.pwi.shape[-1]} frames; cut it to fewer"):
         answers.check_short_acquisition_mtt(study, "lower", frames=study.pwi.shape[-1])
+    # the chapter's exercise and the instructor guide name the check's default cut
+    frames = inspect.signature(answers.check_short_acquisition_mtt).parameters["frames"].default
+    root = Path(__file__).resolve().parents[1]
+    cells = json.loads((root / "notebooks" / "01_data_exploration.ipynb").read_text())["cells"]
+    chapter = next("".join(c["source"]) for c in cells if "".join(c["source"]).startswith("## Exercises"))
+    guide = " ".join((root / "docs" / "instructor-guide.md").read_text().split())
+    assert f"from the first {frames}" in " ".join(chapter.split()) and f"from the first {frames} frames" in guide
     share = float(
         chapters.truth_regions(phantom_root, study, chapters.lesion_slice(study))[1].split("; ")[-1].split(" %")[0]
     )
